@@ -1,0 +1,359 @@
+"""The snapshot pipeline: a sequence of typed steps with saved status.
+
+preflight -> select source -> hashkv -> count keys -> stream (etcd -> zstd -> age -> store)
+-> manifest (signed, written last). If the source member fails mid-stream, the upload is
+aborted and the next most caught-up member is tried. Any failure leaves no manifest, no
+object and no open multipart upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+
+import pyrage
+import zstandard
+
+from etcdguard import __version__
+from etcdguard.backup.keycount import count_keys
+from etcdguard.backup.keys import SigningKey, fingerprint, load_signing_key, parse_recipients
+from etcdguard.backup.manifest import (
+    ENCRYPTED_OBJECT,
+    MANIFEST_NAME,
+    PLAIN_OBJECT,
+    ClusterRef,
+    HashKVRecord,
+    KeyCounts,
+    Manifest,
+    SnapshotInfo,
+    SourceMember,
+    StoredObject,
+    backup_prefix,
+    new_backup_id,
+    seal,
+)
+from etcdguard.backup.streams import HashingWriter, SnapshotReader
+from etcdguard.config import EtcdConfig, Settings
+from etcdguard.errors import (
+    ConfigError,
+    EtcdGuardError,
+    IntegrityError,
+    OperationInterruptedError,
+    TransientError,
+)
+from etcdguard.etcd.connect import SourceCandidate, client_for, snapshot_sources
+from etcdguard.storage.base import BlobStore, BlobWriter
+
+log = logging.getLogger(__name__)
+ZSTD_READ_SIZE = 1 << 20
+SOURCE_ROUNDS = 2
+RETRY_ROUND_DELAY = 2.0
+
+
+class StepState(str, Enum):
+    """Where one step is."""
+
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+@dataclass
+class StepStatus:
+    """Saved status of one pipeline step."""
+
+    name: str
+    state: StepState = StepState.pending
+    started_at: float | None = None
+    finished_at: float | None = None
+    detail: str = ""
+
+    @property
+    def seconds(self) -> float:
+        """Duration so far."""
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or time.monotonic()) - self.started_at
+
+
+@dataclass
+class BackupRun:
+    """Status of one backup run, step by step (what the CLI renders and the service reports)."""
+
+    backup_id: str
+    steps: list[StepStatus] = field(default_factory=list)
+    sources_tried: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-friendly form."""
+        return {
+            "backup_id": self.backup_id,
+            "sources_tried": self.sources_tried,
+            "steps": [{"name": s.name, "state": s.state.value, "seconds": round(s.seconds, 3),
+                       "detail": s.detail} for s in self.steps],
+        }
+
+
+class Progress:
+    """Callbacks the pipeline reports to; the default does nothing."""
+
+    def step(self, status: StepStatus) -> None:
+        """A step changed state."""
+
+    def source(self, candidate: SourceCandidate) -> None:
+        """Streaming (re)starts from ``candidate``; ``candidate.status.db_size`` is the expected size."""
+
+    def advance(self, plain_bytes: int) -> None:
+        """``plain_bytes`` more snapshot bytes were streamed."""
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """What to back up and how."""
+
+    etcd: EtcdConfig
+    cluster_name: str
+    recipients: list[pyrage.x25519.Recipient]
+    recipient_texts: list[str]
+    signing_key: SigningKey | None
+    compression_level: int = 3
+    compression_threads: int = 0
+    member: str | None = None
+    count_keys: bool = True
+    allow_unencrypted: bool = False
+    allow_unsigned: bool = False
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """A finished, complete backup."""
+
+    manifest: Manifest
+    run: BackupRun
+    store_url: str
+
+
+def preflight(request: BackupRequest) -> None:
+    """Fail closed before touching etcd: encryption and signing keys must be configured."""
+    if not request.recipients and not request.allow_unencrypted:
+        raise ConfigError("no age recipient configured: pass --recipient (or recipients_file); "
+                          "refusing to write an unencrypted backup without --allow-unencrypted")
+    if request.signing_key is None and not request.allow_unsigned:
+        raise ConfigError("no signing key configured: pass --signing-key; "
+                          "refusing to write an unsigned backup without --allow-unsigned")
+
+
+class _Steps:
+    """Runs named steps, keeping their status and reporting transitions."""
+
+    def __init__(self, run: BackupRun, progress: Progress) -> None:
+        self.run = run
+        self.progress = progress
+
+    def start(self, name: str, detail: str = "") -> StepStatus:
+        status = StepStatus(name, StepState.running, time.monotonic(), detail=detail)
+        self.run.steps.append(status)
+        self.progress.step(status)
+        return status
+
+    def finish(self, status: StepStatus, detail: str | None = None, failed: bool = False) -> None:
+        status.state = StepState.failed if failed else StepState.done
+        status.finished_at = time.monotonic()
+        if detail is not None:
+            status.detail = detail
+        self.progress.step(status)
+
+
+def _cancellable(chunks: Iterator[bytes], cancel: threading.Event | None) -> Iterator[bytes]:
+    for chunk in chunks:
+        if cancel is not None and cancel.is_set():
+            raise OperationInterruptedError("backup cancelled; the partial upload was aborted")
+        yield chunk
+
+
+@dataclass(frozen=True)
+class _Streamed:
+    snapshot: SnapshotInfo
+    stored_size: int
+    stored_sha256: str
+
+
+def _stream(request: BackupRequest, candidate: SourceCandidate, writer: BlobWriter,
+            progress: Progress, cancel: threading.Event | None) -> _Streamed:
+    """etcd snapshot -> zstd -> age -> writer; checks etcd's trailer; returns the digests."""
+    with client_for(request.etcd, candidate.endpoint) as client:
+        chunks = client.snapshot(idle_timeout=request.etcd.snapshot_idle_timeout)
+        reader = SnapshotReader(_cancellable(chunks, cancel), on_bytes=progress.advance)
+        sink = HashingWriter(writer.write)
+        compressor = zstandard.ZstdCompressor(level=request.compression_level,
+                                              threads=request.compression_threads)
+        compressed = compressor.stream_reader(reader, read_size=ZSTD_READ_SIZE, closefd=False)
+        try:
+            if request.recipients:
+                pyrage.encrypt_io(compressed, sink, request.recipients)
+            else:
+                while block := compressed.read(ZSTD_READ_SIZE):
+                    sink.write(block)
+        except BaseException:
+            for original in (reader.error, sink.error):
+                if original is not None:
+                    raise original from None
+            raise
+        finally:
+            chunks.close()
+        if not reader.eof:
+            raise IntegrityError("etcd snapshot stream ended early")
+    snapshot = SnapshotInfo(size=reader.size, sha256=reader.sha256, trailer_sha256=reader.trailer_hex)
+    return _Streamed(snapshot, sink.size, sink.sha256)
+
+
+def take_backup(
+    request: BackupRequest,
+    store: BlobStore,
+    *,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+) -> BackupResult:
+    """Take one complete backup into ``store`` (see the module docstring)."""
+    progress = progress or Progress()
+    preflight(request)
+    created_at = now()
+    backup_id = new_backup_id(created_at)
+    run = BackupRun(backup_id)
+    steps = _Steps(run, progress)
+    prefix = backup_prefix(request.cluster_name, backup_id)
+    object_name = ENCRYPTED_OBJECT if request.recipients else PLAIN_OBJECT
+
+    status = steps.start("check store", store.url)
+    try:
+        store.check()
+    except EtcdGuardError as exc:
+        steps.finish(status, str(exc), failed=True)
+        raise
+    steps.finish(status)
+
+    status = steps.start("select source", ", ".join(request.etcd.endpoints))
+    try:
+        candidates = snapshot_sources(request.etcd, request.member)
+    except EtcdGuardError as exc:
+        steps.finish(status, str(exc), failed=True)
+        raise
+    steps.finish(status, " > ".join(f"{c.name}{' (leader)' if c.is_leader else ''}" for c in candidates))
+
+    last_error: EtcdGuardError | None = None
+    for round_number in range(SOURCE_ROUNDS):
+        if round_number:
+            # every member failed transiently (e.g. an election after the leader died): wait for
+            # the cluster to settle, then ask again who can serve
+            time.sleep(RETRY_ROUND_DELAY)
+            try:
+                candidates = snapshot_sources(request.etcd, request.member)
+            except TransientError as exc:
+                last_error = exc
+                continue
+        for candidate in candidates:
+            run.sources_tried.append(candidate.name)
+            try:
+                return _backup_from(request, store, candidate, run, steps, progress, cancel,
+                                    backup_id, prefix, object_name, created_at, now)
+            except TransientError as exc:
+                if isinstance(exc, OperationInterruptedError):
+                    raise
+                log.warning("backup from %s failed, trying the next member: %s", candidate.name, exc)
+                last_error = exc
+    assert last_error is not None
+    raise last_error
+
+
+def _backup_from(request: BackupRequest, store: BlobStore, candidate: SourceCandidate, run: BackupRun,
+                 steps: _Steps, progress: Progress, cancel: threading.Event | None, backup_id: str,
+                 prefix: str, object_name: str, created_at: datetime,
+                 now: Callable[[], datetime]) -> BackupResult:
+    status = steps.start("hashkv", candidate.name)
+    try:
+        with client_for(request.etcd, candidate.endpoint) as client:
+            hashkv = client.hash_kv(0)
+            steps.finish(status, f"revision {hashkv.revision}, hash {hashkv.hash}")
+            counts: KeyCounts | None = None
+            if request.count_keys:
+                status = steps.start("count keys", f"at revision {hashkv.revision}")
+                counts = count_keys(client, hashkv.revision)
+                steps.finish(status, f"{counts.total} keys")
+    except EtcdGuardError as exc:
+        steps.finish(status, str(exc), failed=True)
+        raise
+
+    status = steps.start("stream", f"from {candidate.name} ({candidate.endpoint})")
+    progress.source(candidate)
+    try:
+        with store.open_writer(f"{prefix}/{object_name}") as writer:
+            streamed = _stream(request, candidate, writer, progress, cancel)
+            info = writer.commit()
+    except BaseException as exc:
+        steps.finish(status, str(exc), failed=True)
+        raise
+    steps.finish(status, f"{streamed.snapshot.size} bytes -> {streamed.stored_size} stored")
+
+    status = steps.start("manifest")
+    manifest = Manifest(
+        backup_id=backup_id,
+        cluster=ClusterRef(name=request.cluster_name, cluster_id=f"{candidate.status.cluster_id:x}"),
+        source=SourceMember(name=candidate.name, member_id=f"{candidate.member_id:x}",
+                            endpoint=candidate.endpoint, etcd_version=candidate.status.version),
+        hashkv=HashKVRecord(revision=hashkv.revision, hash=hashkv.hash,
+                            compact_revision=hashkv.compact_revision),
+        key_counts=counts,
+        snapshot=streamed.snapshot,
+        stored=StoredObject(key=object_name, size=streamed.stored_size, sha256=streamed.stored_sha256,
+                            compression_level=request.compression_level,
+                            encryption="age-x25519" if request.recipients else "none",
+                            recipients=[fingerprint(r) for r in request.recipient_texts]),
+        signing_key_id=request.signing_key.key_id if request.signing_key else None,
+        created_at=created_at,
+        finished_at=now(),
+        tool_version=__version__,
+    )
+    if info.size != streamed.stored_size:
+        store.delete(f"{prefix}/{object_name}")
+        raise IntegrityError(f"store reports {info.size} bytes for {object_name}, "
+                             f"{streamed.stored_size} were written")
+    try:
+        store.put_bytes(f"{prefix}/{MANIFEST_NAME}", seal("manifest", manifest, request.signing_key))
+    except BaseException as exc:
+        steps.finish(status, str(exc), failed=True)
+        store.delete(f"{prefix}/{object_name}")
+        raise
+    steps.finish(status, f"{prefix}/{MANIFEST_NAME}")
+    return BackupResult(manifest, run, store.url)
+
+
+def request_from_settings(settings: Settings) -> BackupRequest:
+    """Build a BackupRequest from configuration (loads recipients and the signing key)."""
+    enc = settings.encryption
+    files = [enc.recipients_file] if enc.recipients_file else []
+    parsed = parse_recipients(list(enc.recipients), files)
+    texts = list(enc.recipients)
+    for path in files:
+        texts += [ln.strip() for ln in path.read_text().splitlines()
+                  if ln.strip() and not ln.strip().startswith("#")]
+    key_file = settings.signing.key_file
+    return BackupRequest(
+        etcd=settings.etcd,
+        cluster_name=settings.backup.cluster_name,
+        recipients=parsed,
+        recipient_texts=texts,
+        signing_key=load_signing_key(key_file) if key_file else None,
+        compression_level=settings.backup.compression_level,
+        compression_threads=settings.backup.compression_threads,
+        member=settings.etcd.member,
+        count_keys=settings.backup.count_keys,
+        allow_unencrypted=enc.allow_unencrypted,
+        allow_unsigned=settings.signing.allow_unsigned,
+    )

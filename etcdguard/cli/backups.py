@@ -1,0 +1,220 @@
+"""``etcdguard backups``: list, show, download, delete, pin and unpin backups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from etcdguard.backup.catalog import BackupEntry, safe_entries
+from etcdguard.backup.recover import recover_snapshot
+from etcdguard.cli import options as opt
+from etcdguard.cli.common import OutputFormat, handle_errors, print_json, settings, stderr, stdout
+from etcdguard.cli.render import human_age, human_bytes, when
+from etcdguard.errors import AbortedError
+
+backups_app = typer.Typer(help="List, inspect, download and delete backups.", no_args_is_help=True)
+
+
+def entry_dict(entry: BackupEntry) -> dict[str, Any]:
+    """JSON form of one catalog entry."""
+    m = entry.manifest
+    v = entry.verification
+    return {
+        "backup_id": entry.backup_id,
+        "pinned": entry.pinned,
+        "problem": entry.problem,
+        "verification": entry.verification_state,
+        "verification_detail": None if v is None else {
+            "result": v.result, "reason": v.reason, "hash_proof": v.hash_proof,
+            "finished_at": v.finished_at.isoformat(), "etcd_version_used": v.etcd_version_used,
+            "sandbox": v.sandbox},
+        "manifest": None if m is None else m.model_dump(mode="json"),
+    }
+
+
+def _verification_cell(entry: BackupEntry) -> str:
+    v = entry.verification
+    if v is None:
+        return "[yellow]never[/]"
+    if v.result == "passed":
+        return f"[green]verified[/] {human_age(v.finished_at)}"
+    return f"[red]failed[/] {human_age(v.finished_at)}: {v.reason}"
+
+
+@backups_app.command("list")
+def list_backups(
+    ctx: typer.Context,
+    store: opt.Store = None,
+    s3_endpoint_url: opt.S3Endpoint = None,
+    cluster_name: opt.Cluster = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+) -> None:
+    """List complete backups, newest first, with their verification state."""
+    with handle_errors():
+        catalog = opt.open_catalog(settings(ctx, opt.store_overrides(store, s3_endpoint_url, cluster_name)))
+        entries = safe_entries(catalog)
+        incomplete = catalog.incomplete_ids()
+    if output is OutputFormat.json:
+        print_json([entry_dict(e) for e in entries])
+        return
+    table = Table(title=f"backups of {catalog.cluster} in {catalog.store.url}", title_justify="left")
+    for col in ("id", "created", "revision", "keys", "snapshot", "stored", "source", "verification"):
+        table.add_column(col)
+    for e in entries:
+        m = e.manifest
+        if m is None:
+            table.add_row(e.backup_id, "-", "-", "-", "-", "-", "-", f"[red]unreadable: {e.problem}[/]")
+            continue
+        table.add_row(e.backup_id + (" [cyan](pinned)[/]" if e.pinned else ""), when(m.created_at),
+                      str(m.hashkv.revision), str(m.key_counts.total if m.key_counts else "-"),
+                      human_bytes(m.snapshot.size), human_bytes(m.stored.size),
+                      f"{m.source.name} ({m.source.etcd_version})", _verification_cell(e))
+    stdout.print(table if entries else f"no backups of {catalog.cluster} in {catalog.store.url}")
+    if incomplete:
+        stderr.print(f"[yellow]{len(incomplete)} incomplete backup(s) (no manifest, not restorable):[/] "
+                     + ", ".join(incomplete))
+
+
+@backups_app.command("show")
+def show(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(help="Backup id, a unique prefix of it, or 'latest'.")],
+    store: opt.Store = None,
+    s3_endpoint_url: opt.S3Endpoint = None,
+    cluster_name: opt.Cluster = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+) -> None:
+    """Show one backup's manifest and latest verification."""
+    with handle_errors():
+        catalog = opt.open_catalog(settings(ctx, opt.store_overrides(store, s3_endpoint_url, cluster_name)))
+        entry = catalog.entry(catalog.resolve(backup_id))
+    data = entry_dict(entry)
+    if output is OutputFormat.json or entry.manifest is None:
+        print_json(data)
+        return
+    m = entry.manifest
+    rows = [
+        ("backup", m.backup_id + ("  (pinned)" if entry.pinned else "")),
+        ("cluster", f"{m.cluster.name} (id {m.cluster.cluster_id})"),
+        ("source", f"{m.source.name} {m.source.endpoint} etcd {m.source.etcd_version}"),
+        ("created", f"{when(m.created_at)} ({human_age(m.created_at)}), took {m.duration_seconds:.1f}s"),
+        ("hashkv", f"revision {m.hashkv.revision}, hash {m.hashkv.hash}, compact {m.hashkv.compact_revision}"),
+        ("keys", "-" if m.key_counts is None else str(m.key_counts.total)),
+        ("snapshot", f"{human_bytes(m.snapshot.size)} sha256 {m.snapshot.sha256}"),
+        ("stored", f"{m.stored.key} {human_bytes(m.stored.size)} sha256 {m.stored.sha256}"),
+        ("encryption", f"{m.stored.encryption} recipients {', '.join(m.stored.recipients) or '-'}"),
+        ("signed by", m.signing_key_id or "[red]UNSIGNED[/]"),
+        ("verification", _verification_cell(entry)),
+    ]
+    for name, value in rows:
+        stdout.print(f"[bold]{name:<13}[/] {value}")
+    if m.key_counts and m.key_counts.by_prefix:
+        stdout.print("[bold]keys by resource[/]")
+        for prefix, count in m.key_counts.by_prefix.items():
+            stdout.print(f"  {prefix:<50} {count}")
+
+
+@backups_app.command("download")
+def download(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(help="Backup id, a unique prefix of it, or 'latest'.")],
+    output_path: Annotated[Path, typer.Option("--output", "-o", help="Where to write the plain snapshot.db.")],
+    identity: opt.Identity = None,
+    signing_pub: opt.SigningPub = None,
+    insecure_skip_signature: opt.SkipSignature = False,
+    store: opt.Store = None,
+    s3_endpoint_url: opt.S3Endpoint = None,
+    cluster_name: opt.Cluster = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+) -> None:
+    """Download, check, decrypt and decompress a backup into a plain etcd snapshot file.
+
+    Refuses (exit 6) a backup whose manifest signature, stored digest, decryption or etcd
+    trailer does not check out. The result restores with `etcdutl snapshot restore`.
+    """
+    overrides = {**opt.store_overrides(store, s3_endpoint_url, cluster_name),
+                 "encryption.identity_file": identity, "signing.public_keys": signing_pub or None}
+    with handle_errors():
+        cfg = settings(ctx, overrides)
+        if output_path.exists() and not force:
+            raise AbortedError(f"{output_path} exists; pass --force to overwrite it")
+        if insecure_skip_signature:
+            stderr.print("[bold red]WARNING: --insecure-skip-signature: the manifest signature is NOT "
+                         "checked; a forged backup would be accepted[/]")
+        keys = opt.verify_keys(cfg, insecure_skip_signature)
+        catalog = opt.open_catalog(cfg)
+        resolved = catalog.resolve(backup_id)
+        manifest = catalog.open(resolved, keys)
+        result = recover_snapshot(catalog.store, manifest, catalog.prefix(resolved), opt.identities(cfg),
+                                  output_path)
+    stdout.print(f"[green]wrote[/] {result.path} ({human_bytes(result.size)}, sha256 {result.sha256[:16]}..., "
+                 f"revision {manifest.hashkv.revision}): digest, signature and etcd trailer checked")
+    stdout.print(f"restore it with: etcdutl snapshot restore {result.path} --data-dir <new-dir>")
+
+
+@backups_app.command("delete")
+def delete(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(help="Backup id (exact).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    store: opt.Store = None,
+    s3_endpoint_url: opt.S3Endpoint = None,
+    cluster_name: opt.Cluster = None,
+) -> None:
+    """Delete one backup (asks for confirmation; refuses pinned backups)."""
+    with handle_errors():
+        catalog = opt.open_catalog(settings(ctx, opt.store_overrides(store, s3_endpoint_url, cluster_name)))
+        entry = catalog.entry(catalog.resolve(backup_id))
+        if entry.backup_id != backup_id:
+            raise AbortedError(f"delete needs the exact backup id (did you mean {entry.backup_id}?)")
+        if entry.pinned:
+            raise AbortedError(f"backup {backup_id} is pinned; unpin it first")
+        if not yes:
+            if not stdout.is_terminal and not stderr.is_terminal:
+                raise AbortedError("not deleting without confirmation; pass --yes in scripts")
+            if not typer.confirm(f"delete backup {backup_id} from {catalog.store.url}?", default=False):
+                raise AbortedError("not deleted")
+        count = catalog.delete(backup_id)
+    stdout.print(f"deleted backup {backup_id} ({count} objects)")
+
+
+def _pin(ctx: typer.Context, backup_id: str, pinned: bool, reason: str, store: str | None,
+         s3_endpoint_url: str | None, cluster_name: str | None) -> None:
+    with handle_errors():
+        catalog = opt.open_catalog(settings(ctx, opt.store_overrides(store, s3_endpoint_url, cluster_name)))
+        resolved = catalog.resolve(backup_id)
+        catalog.set_pinned(resolved, pinned, reason)
+    stdout.print(f"{'pinned' if pinned else 'unpinned'} backup {resolved}")
+
+
+@backups_app.command("pin")
+def pin(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(help="Backup id or 'latest'.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is kept.")] = "",
+    store: opt.Store = None,
+    s3_endpoint_url: opt.S3Endpoint = None,
+    cluster_name: opt.Cluster = None,
+) -> None:
+    """Pin a backup: retention never deletes it."""
+    _pin(ctx, backup_id, True, reason, store, s3_endpoint_url, cluster_name)
+
+
+@backups_app.command("unpin")
+def unpin(
+    ctx: typer.Context,
+    backup_id: Annotated[str, typer.Argument(help="Backup id.")],
+    store: opt.Store = None,
+    s3_endpoint_url: opt.S3Endpoint = None,
+    cluster_name: opt.Cluster = None,
+) -> None:
+    """Unpin a backup."""
+    _pin(ctx, backup_id, False, "", store, s3_endpoint_url, cluster_name)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``backups`` group."""
+    app.add_typer(backups_app, name="backups")

@@ -1,0 +1,99 @@
+"""Shared CLI plumbing: global options, settings loading, output, and error -> exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from etcdguard.config import Settings, load_settings
+from etcdguard.errors import EXIT_CODE_HELP, EtcdGuardError, ExitCode
+
+T = TypeVar("T")
+
+
+class OutputFormat(str, Enum):
+    """How a command prints its result."""
+
+    table = "table"
+    json = "json"
+
+
+@dataclass
+class AppState:
+    """Options given before the sub-command (``etcdguard --config X snapshot ...``)."""
+
+    config_file: Path | None = None
+    quiet: bool = False
+    verbose: bool = False
+
+
+def exit_codes_epilog() -> str:
+    """The exit-code table shown in ``--help``."""
+    rows = "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_HELP.items())
+    return "Exit codes:\n\n" + rows.replace("\n", "\n\n")
+
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def state(ctx: typer.Context) -> AppState:
+    """The AppState stored on the root context."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, AppState):
+        root.obj = AppState()
+    return root.obj
+
+
+def settings(ctx: typer.Context, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Load Settings from the global --config, the environment and this command's flags."""
+    return load_settings(state(ctx).config_file, overrides)
+
+
+def fail(err: EtcdGuardError) -> typer.Exit:
+    """Print ``err`` as one red line and return the Exit to raise."""
+    stderr.print(f"[bold red]error:[/] {err.message}", markup=True, highlight=False)
+    return typer.Exit(int(err.exit_code))
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """Turn etcdguard errors and Ctrl-C into one-line messages and documented exit codes."""
+    try:
+        yield
+    except EtcdGuardError as err:
+        raise fail(err) from None
+    except KeyboardInterrupt:
+        stderr.print("[bold red]interrupted[/]; nothing partial was left behind")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # last resort: one line, never a traceback unless asked
+        if os.environ.get("ETCDGUARD_DEBUG"):
+            stderr.print_exception()
+        text = " ".join(str(exc).split()) or "no details"
+        stderr.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {text} "
+                     "(set ETCDGUARD_DEBUG=1 for a traceback)")
+        raise typer.Exit(int(ExitCode.FAILURE)) from None
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as indented JSON to stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def run_command(fn: Callable[[], T]) -> T:
+    """Run ``fn`` under :func:`handle_errors`."""
+    with handle_errors():
+        return fn()

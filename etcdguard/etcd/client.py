@@ -1,0 +1,373 @@
+"""A thin etcd v3 client over grpcio: one channel per member, TLS with client certificates.
+
+Only the calls etcdguard needs are wrapped. Unary calls carry a deadline; the snapshot stream
+has none but is cancelled when no chunk arrives for ``idle_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+
+from etcdguard.errors import ConfigError, EtcdUnavailableError
+from etcdguard.etcd.errors import translate_rpc_error
+from etcdguard.etcd.pb import rpc_pb2, rpc_pb2_grpc
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Paths of the PEM files used to talk TLS to etcd (any may be None)."""
+
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = field(default=None, repr=False)
+    server_name: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when any TLS material was given."""
+        return any((self.cacert, self.cert, self.key))
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Load the files into gRPC channel credentials; a missing or unreadable file is a ConfigError."""
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("TLS: --cert and --key must be given together")
+
+        def read(path: Path | None, what: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"TLS {what} {path}: {exc.strerror or exc}") from None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.cacert, "CA certificate"),
+            private_key=read(self.key, "client key"),
+            certificate_chain=read(self.cert, "client certificate"),
+        )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """etcd username/password authentication (password never shown)."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class HashKV:
+    """Result of HashKV: the hash of the MVCC keyspace up to ``revision``."""
+
+    revision: int
+    hash: int
+    compact_revision: int
+    member_id: int
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """One entry of MemberList."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool
+
+
+@dataclass(frozen=True)
+class MemberStatus:
+    """The Status RPC answer of one member."""
+
+    member_id: int
+    cluster_id: int
+    version: str
+    db_size: int
+    db_size_in_use: int
+    leader: int
+    raft_index: int
+    raft_term: int
+    raft_applied_index: int
+    is_learner: bool
+    errors: tuple[str, ...]
+    revision: int
+
+
+@dataclass(frozen=True)
+class AlarmInfo:
+    """An active alarm on a member (NOSPACE, CORRUPT)."""
+
+    member_id: int
+    alarm: str
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, bool]:
+    """Return (``host:port`` target, secure?) for ``https://h:p``, ``http://h:p`` or ``h:p``."""
+    text = endpoint.strip()
+    if "://" not in text:
+        return text, False
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https", "unix", "unixs"} or not parts.netloc:
+        raise ConfigError(f"invalid etcd endpoint {endpoint!r}: expected http(s)://host:port")
+    port = parts.port or 2379
+    return f"{parts.hostname}:{port}", parts.scheme in {"https", "unixs"}
+
+
+class MemberClient:
+    """gRPC client bound to one etcd member endpoint."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        tls: TLSFiles | None = None,
+        credentials: Credentials | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        target, secure = parse_endpoint(endpoint)
+        tls = tls or TLSFiles()
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.enable_retries", 0),
+        ]
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        if secure or tls.enabled:
+            self._channel = grpc.secure_channel(target, tls.credentials(), options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._kv = rpc_pb2_grpc.KVStub(self._channel)
+        self._maintenance = rpc_pb2_grpc.MaintenanceStub(self._channel)
+        self._cluster = rpc_pb2_grpc.ClusterStub(self._channel)
+        self._lease = rpc_pb2_grpc.LeaseStub(self._channel)
+        self._auth = rpc_pb2_grpc.AuthStub(self._channel)
+        self._credentials = credentials
+        self._token: str | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> MemberClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
+        if self._credentials is None:
+            return None
+        if self._token is None:
+            reply = self._call(
+                "Authenticate",
+                self._auth.Authenticate,
+                rpc_pb2.AuthenticateRequest(
+                    name=self._credentials.username, password=self._credentials.password
+                ),
+                authenticated=False,
+            )
+            self._token = reply.token
+        return (("token", self._token or ""),)
+
+    def _call(self, what: str, method: Any, request: Any, *, timeout: float | None = None,
+              authenticated: bool = True) -> Any:
+        metadata = self._metadata() if authenticated else None
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=metadata)
+        except grpc.RpcError as err:
+            raise translate_rpc_error(err, self.endpoint, what) from None
+
+    # -- maintenance ----------------------------------------------------------------------
+    def status(self) -> MemberStatus:
+        """Status of this member."""
+        r = self._call("Status", self._maintenance.Status, rpc_pb2.StatusRequest())
+        return MemberStatus(
+            member_id=r.header.member_id,
+            cluster_id=r.header.cluster_id,
+            version=r.version,
+            db_size=r.dbSize,
+            db_size_in_use=r.dbSizeInUse,
+            leader=r.leader,
+            raft_index=r.raftIndex,
+            raft_term=r.raftTerm,
+            raft_applied_index=r.raftAppliedIndex,
+            is_learner=r.isLearner,
+            errors=tuple(r.errors),
+            revision=r.header.revision,
+        )
+
+    def hash_kv(self, revision: int = 0) -> HashKV:
+        """HashKV at ``revision`` (0 = current); the header revision tells which one was hashed."""
+        r = self._call("HashKV", self._maintenance.HashKV, rpc_pb2.HashKVRequest(revision=revision),
+                       timeout=max(self.timeout, 60.0))
+        hashed_rev = revision or r.header.revision
+        return HashKV(revision=hashed_rev, hash=r.hash, compact_revision=r.compact_revision,
+                      member_id=r.header.member_id)
+
+    def alarms(self) -> list[AlarmInfo]:
+        """Active alarms on the cluster, as seen by this member."""
+        req = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET, memberID=0,
+                                   alarm=rpc_pb2.NONE)
+        r = self._call("Alarm", self._maintenance.Alarm, req)
+        return [AlarmInfo(member_id=a.memberID, alarm=rpc_pb2.AlarmType.Name(a.alarm)) for a in r.alarms]
+
+    def disarm_alarm(self, member_id: int, alarm: str) -> None:
+        """Deactivate one alarm."""
+        req = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.DEACTIVATE, memberID=member_id,
+                                   alarm=rpc_pb2.AlarmType.Value(alarm))
+        self._call("Alarm", self._maintenance.Alarm, req)
+
+    def defragment(self) -> None:
+        """Defragment this member's backend."""
+        self._call("Defragment", self._maintenance.Defragment, rpc_pb2.DefragmentRequest(),
+                   timeout=max(self.timeout, 300.0))
+
+    def snapshot(self, idle_timeout: float = 30.0) -> Iterator[bytes]:
+        """Stream this member's backend snapshot as raw chunks (etcd's sha256 trailer included).
+
+        No overall deadline; the stream is cancelled if no chunk arrives for ``idle_timeout``
+        seconds. Closing the iterator early cancels the RPC.
+        """
+        call = self._maintenance.Snapshot(rpc_pb2.SnapshotRequest(), metadata=self._metadata())
+        last = [time.monotonic()]
+        done = threading.Event()
+        idle = threading.Event()
+
+        def watchdog() -> None:
+            while not done.wait(min(1.0, idle_timeout / 4)):
+                if time.monotonic() - last[0] > idle_timeout:
+                    idle.set()
+                    call.cancel()
+                    return
+
+        thread = threading.Thread(target=watchdog, name="etcd-snapshot-watchdog", daemon=True)
+        thread.start()
+        try:
+            for message in call:
+                last[0] = time.monotonic()
+                if message.blob:
+                    yield bytes(message.blob)
+        except grpc.RpcError as err:
+            if idle.is_set():
+                raise EtcdUnavailableError(
+                    f"etcd {self.endpoint}: snapshot stream idle for more than {idle_timeout:g}s"
+                ) from None
+            raise translate_rpc_error(err, self.endpoint, "Snapshot") from None
+        finally:
+            done.set()
+            call.cancel()
+
+    # -- cluster --------------------------------------------------------------------------
+    def member_list(self) -> list[MemberInfo]:
+        """Members of the cluster, as seen by this member."""
+        r = self._call("MemberList", self._cluster.MemberList, rpc_pb2.MemberListRequest())
+        return [
+            MemberInfo(id=m.ID, name=m.name, peer_urls=tuple(m.peerURLs),
+                       client_urls=tuple(m.clientURLs), is_learner=m.isLearner)
+            for m in r.members
+        ]
+
+    def member_add(self, peer_urls: list[str], *, learner: bool = False) -> MemberInfo:
+        """Add a member (optionally as a learner); returns the new member."""
+        r = self._call("MemberAdd", self._cluster.MemberAdd,
+                       rpc_pb2.MemberAddRequest(peerURLs=peer_urls, isLearner=learner))
+        m = r.member
+        return MemberInfo(id=m.ID, name=m.name, peer_urls=tuple(m.peerURLs),
+                          client_urls=tuple(m.clientURLs), is_learner=m.isLearner)
+
+    def member_remove(self, member_id: int) -> None:
+        """Remove a member by id."""
+        self._call("MemberRemove", self._cluster.MemberRemove, rpc_pb2.MemberRemoveRequest(ID=member_id))
+
+    def member_promote(self, member_id: int) -> None:
+        """Promote a learner to a voting member."""
+        self._call("MemberPromote", self._cluster.MemberPromote, rpc_pb2.MemberPromoteRequest(ID=member_id))
+
+    # -- kv -------------------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
+        """Put a key; returns the new revision."""
+        r = self._call("Put", self._kv.Put, rpc_pb2.PutRequest(key=key, value=value, lease=lease))
+        return int(r.header.revision)
+
+    def get(self, key: bytes, revision: int = 0) -> bytes | None:
+        """Value of one key, or None."""
+        r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(key=key, revision=revision))
+        return bytes(r.kvs[0].value) if r.kvs else None
+
+    def count(self, key: bytes, range_end: bytes, revision: int = 0) -> tuple[int, int]:
+        """Number of keys in [key, range_end) at ``revision``; returns (count, revision)."""
+        r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(
+            key=key, range_end=range_end, revision=revision, count_only=True, serializable=False),
+            timeout=max(self.timeout, 60.0))
+        return int(r.count), int(r.header.revision)
+
+    def keys(self, key: bytes, range_end: bytes, revision: int, page: int = 10000) -> Iterator[bytes]:
+        """Iterate the keys in [key, range_end) at ``revision``, in pages, keys only."""
+        start = key
+        while True:
+            r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(
+                key=start, range_end=range_end, revision=revision, keys_only=True, limit=page,
+                sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.KEY),
+                timeout=max(self.timeout, 60.0))
+            for kv in r.kvs:
+                yield bytes(kv.key)
+            if not r.more or not r.kvs:
+                return
+            start = bytes(r.kvs[-1].key) + b"\x00"
+
+    def delete(self, key: bytes, range_end: bytes = b"") -> int:
+        """Delete a key (or range); returns the number deleted."""
+        r = self._call("DeleteRange", self._kv.DeleteRange,
+                       rpc_pb2.DeleteRangeRequest(key=key, range_end=range_end))
+        return int(r.deleted)
+
+    def compact(self, revision: int, physical: bool = True) -> None:
+        """Compact the keyspace up to ``revision``."""
+        self._call("Compact", self._kv.Compact, rpc_pb2.CompactionRequest(revision=revision, physical=physical),
+                   timeout=max(self.timeout, 60.0))
+
+    # -- leases (leader election) ---------------------------------------------------------
+    def lease_grant(self, ttl: int) -> int:
+        """Grant a lease of ``ttl`` seconds; returns its id."""
+        r = self._call("LeaseGrant", self._lease.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl))
+        return int(r.ID)
+
+    def lease_keepalive_once(self, lease_id: int) -> int:
+        """Refresh a lease once; returns the remaining TTL (0 or less: expired)."""
+        try:
+            replies = self._lease.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)]),
+                                                 timeout=self.timeout, metadata=self._metadata())
+            for reply in replies:
+                return int(reply.TTL)
+        except grpc.RpcError as err:
+            raise translate_rpc_error(err, self.endpoint, "LeaseKeepAlive") from None
+        return 0
+
+    def lease_revoke(self, lease_id: int) -> None:
+        """Revoke a lease (deleting the keys attached to it)."""
+        self._call("LeaseRevoke", self._lease.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+
+    def put_if_absent(self, key: bytes, value: bytes, lease: int) -> bool:
+        """Create ``key`` only if it does not exist (a transaction); True when created."""
+        txn = rpc_pb2.TxnRequest(
+            compare=[rpc_pb2.Compare(key=key, target=rpc_pb2.Compare.CREATE,
+                                     result=rpc_pb2.Compare.EQUAL, create_revision=0)],
+            success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))],
+        )
+        r = self._call("Txn", self._kv.Txn, txn)
+        return bool(r.succeeded)

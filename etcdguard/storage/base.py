@@ -1,0 +1,111 @@
+"""The BlobStore port: where backups live. Adapters: local directory, S3-compatible.
+
+Keys are '/'-separated relative paths (``<cluster>/<backup-id>/manifest.json``); adapters add
+their own root (directory or bucket prefix). Contracts every adapter keeps:
+
+* An object written through :meth:`BlobStore.open_writer` becomes visible under its key only
+  on :meth:`BlobWriter.commit`; :meth:`BlobWriter.abort` (or an exception inside the ``with``
+  block) leaves nothing behind: no object, no temp file, no open multipart upload.
+* :meth:`BlobStore.put_bytes` is atomic: readers see the old object, or none, or the whole new one.
+* Transient failures (network, 5xx, timeouts) raise ``StorageUnavailableError``; refusals
+  (no bucket, access denied) raise ``StorageError``; a missing key raises ``KeyError``
+  from the read methods.
+* Memory used by a writer is bounded by the adapter's part size times its concurrency,
+  whatever the object's size.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import BinaryIO
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """Metadata of one stored object."""
+
+    key: str
+    size: int
+    modified: datetime | None = None
+
+
+class BlobWriter(abc.ABC):
+    """A streaming, all-or-nothing upload of one object."""
+
+    key: str
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Append ``data``; may block while earlier parts are uploaded."""
+
+    @abc.abstractmethod
+    def commit(self) -> BlobInfo:
+        """Make the object visible under its key (durably) and return its info."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Discard everything written so far; safe to call more than once or after commit fails."""
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class BlobStore(abc.ABC):
+    """Where backups are kept."""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """Where this store points, for humans (never contains credentials)."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise StorageError / StorageUnavailableError unless the store is reachable and usable."""
+
+    @abc.abstractmethod
+    def open_writer(self, key: str) -> BlobWriter:
+        """Start a streaming upload of ``key`` (see the module contract)."""
+
+    @abc.abstractmethod
+    def open_reader(self, key: str) -> BinaryIO:
+        """A readable binary stream of ``key``; raises KeyError when it does not exist."""
+
+    @abc.abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> BlobInfo:
+        """Atomically store a small object."""
+
+    @abc.abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read a small object whole; raises KeyError when it does not exist."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> BlobInfo | None:
+        """Info of ``key``, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete ``key``; deleting a missing key is not an error."""
+
+    @abc.abstractmethod
+    def cleanup_incomplete(self, prefix: str = "", older_than_seconds: float = 0.0) -> int:
+        """Remove leftovers of interrupted writers (temp files, open multipart uploads); returns count."""
+
+    def list_children(self, prefix: str) -> list[str]:
+        """Names of the immediate 'directories' under ``prefix`` (e.g. backup ids under a cluster)."""
+        base = prefix.rstrip("/") + "/" if prefix else ""
+        names = {info.key[len(base):].split("/", 1)[0] for info in self.list(base)
+                 if "/" in info.key[len(base):]}
+        return sorted(names)
