@@ -51,7 +51,7 @@ def _proto_value(rng: random.Random, name: str, size: int) -> bytes:
 
 def items(count: int, *, value_size: int = 1024, seed: int = 7) -> Iterator[tuple[bytes, bytes]]:
     """``count`` Kubernetes-like (key, value) pairs, deterministic for a seed."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     names = [r for r, _ in RESOURCES]
     weights = [w for _, w in RESOURCES]
     for i in range(count):

@@ -78,7 +78,7 @@ class Catalog:
     def incomplete_ids(self) -> list[str]:
         """Ids that have objects but no manifest (interrupted backups, never restorable)."""
         complete = set(self.backup_ids())
-        seen = set(self.store.list_children(self.cluster))
+        seen: set[str] = set(self.store.list_children(self.cluster))
         return sorted(i for i in seen - complete if BACKUP_ID_RE.match(i))
 
     def _read_json_record(self, backup_id: str, name: str) -> bytes | None:

@@ -113,7 +113,8 @@ def generate_keys(directory: Path, *, force: bool = False) -> GeneratedKeys:
                                                    serialization.NoEncryption()))
     key = SigningKey(signing)
     paths[3].write_bytes(key.public.pem())
-    return GeneratedKeys(*paths, recipient_text=recipient, key_id=key.key_id)
+    return GeneratedKeys(identity=paths[0], recipient=paths[1], signing_key=paths[2], signing_pub=paths[3],
+                         recipient_text=recipient, key_id=key.key_id)
 
 
 def parse_recipients(texts: list[str], files: list[Path] | None = None) -> list[pyrage.x25519.Recipient]:

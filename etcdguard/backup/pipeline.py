@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
+from typing import BinaryIO, cast
 
 import pyrage
 import zstandard
@@ -193,7 +194,7 @@ def _stream(request: BackupRequest, candidate: SourceCandidate, writer: BlobWrit
         sink = HashingWriter(writer.write)
         compressor = zstandard.ZstdCompressor(level=request.compression_level,
                                               threads=request.compression_threads)
-        compressed = compressor.stream_reader(reader, read_size=ZSTD_READ_SIZE, closefd=False)
+        compressed = compressor.stream_reader(cast(BinaryIO, reader), read_size=ZSTD_READ_SIZE, closefd=False)
         try:
             if request.recipients:
                 pyrage.encrypt_io(compressed, sink, request.recipients)

@@ -6,12 +6,14 @@ store object -> sha256 (stored) -> age decrypt -> zstd -d -> sha256 (plain) -> e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import pyrage
 import zstandard
@@ -97,8 +99,8 @@ def recover_snapshot(
         except KeyError:
             raise StorageError(f"backup {manifest.backup_id}: object {stored.key} is missing") from None
         reader = HashingReader(source)
-        decompressor = zstandard.ZstdDecompressor().stream_writer(sink, write_size=READ_SIZE,
-                                                                 closefd=False)
+        decompressor: Any = zstandard.ZstdDecompressor().stream_writer(
+            cast(BinaryIO, sink), write_size=READ_SIZE, closefd=False)
         try:
             if encrypted:
                 pyrage.decrypt_io(reader, decompressor, identities)
@@ -138,8 +140,6 @@ def recover_snapshot(
         return RecoveredSnapshot(dest, sink.size, manifest.snapshot.sha256)
     finally:
         if not ok:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 sink.close()
-            except (OSError, ValueError):
-                pass
             tmp.unlink(missing_ok=True)

@@ -83,7 +83,11 @@ def demo(
     stdout.print(f"  etcdguard backups show {m.backup_id} --cluster-name {DEMO_CLUSTER}{store_arg}")
     stdout.print(f"  etcdguard backups download {m.backup_id} --cluster-name {DEMO_CLUSTER}{store_arg} "
                  f"--identity {keys_dir / IDENTITY_FILE} -o demo-snapshot.db")
-    stdout.print("  etcdutl snapshot restore demo-snapshot.db --data-dir ./restored-etcd")
+    if install.etcdutl is not None:
+        restore = f"{install.etcdutl} snapshot restore"
+    else:
+        restore = f"ETCDCTL_API=3 {install.etcdctl or 'etcdctl'} snapshot restore"
+    stdout.print(f"  {restore} demo-snapshot.db --data-dir ./restored-etcd")
 
 
 def register(app: typer.Typer) -> None:

@@ -93,8 +93,10 @@ def snapshot(
     cluster_name: opt.Cluster = None,
     recipient: Annotated[list[str] | None, typer.Option(
         "--recipient", "-r", help="age recipient (age1...) to encrypt to; repeatable.")] = None,
-    recipients_file: Annotated[Path | None, typer.Option("--recipients-file", help="File of age recipients.")] = None,
-    signing_key: Annotated[Path | None, typer.Option("--signing-key", help="Ed25519 key that signs the manifest.")] = None,
+    recipients_file: Annotated[Path | None, typer.Option(
+        "--recipients-file", help="File of age recipients.")] = None,
+    signing_key: Annotated[Path | None, typer.Option(
+        "--signing-key", help="Ed25519 key that signs the manifest.")] = None,
     compression_level: Annotated[int | None, typer.Option("--compression-level", help="zstd level 1-22 (default 3).")] = None,
     allow_unencrypted: Annotated[bool, typer.Option(
         "--allow-unencrypted", help="DANGER: store the snapshot unencrypted when no recipient is set.")] = False,

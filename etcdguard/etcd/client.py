@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,7 @@ class MemberClient:
         self._call("Defragment", self._maintenance.Defragment, rpc_pb2.DefragmentRequest(),
                    timeout=max(self.timeout, 300.0))
 
-    def snapshot(self, idle_timeout: float = 30.0) -> Iterator[bytes]:
+    def snapshot(self, idle_timeout: float = 30.0) -> Generator[bytes, None, None]:
         """Stream this member's backend snapshot as raw chunks (etcd's sha256 trailer included).
 
         No overall deadline; the stream is cancelled if no chunk arrives for ``idle_timeout``

@@ -17,6 +17,7 @@ their own root (directory or bucket prefix). Contracts every adapter keeps:
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,7 +104,7 @@ class BlobStore(abc.ABC):
     def cleanup_incomplete(self, prefix: str = "", older_than_seconds: float = 0.0) -> int:
         """Remove leftovers of interrupted writers (temp files, open multipart uploads); returns count."""
 
-    def list_children(self, prefix: str) -> list[str]:
+    def list_children(self, prefix: str) -> builtins.list[str]:
         """Names of the immediate 'directories' under ``prefix`` (e.g. backup ids under a cluster)."""
         base = prefix.rstrip("/") + "/" if prefix else ""
         names = {info.key[len(base):].split("/", 1)[0] for info in self.list(base)

@@ -239,7 +239,7 @@ def test_a_stalled_member_hits_the_idle_timeout_and_nothing_is_left(tmp_path: Pa
         progress = _KillAfter(4 * 2**20, lambda: cluster.pause(0))
         started = time.monotonic()
         try:
-            with pytest.raises(EtcdUnavailableError, match="idle|answered|Status"):
+            with pytest.raises(EtcdUnavailableError, match=r"idle|answered|Status"):
                 take_backup(request_from_settings(settings), open_store(settings.store_or_default()[0]),
                             progress=progress)
         finally:

@@ -132,7 +132,7 @@ class EtcdCluster:
                         c.get(b"health")  # linearizable read: the member is serving
                         pending.pop(0)
                         continue
-            except Exception:  # noqa: BLE001 - retry until deadline
+            except Exception:
                 pass
             time.sleep(0.1)
         if pending:

@@ -29,7 +29,9 @@ SOURCES = {
     "kv.proto": "mvccpb/kv.proto",
     "auth.proto": "authpb/auth.proto",
 }
-DROPPED_IMPORT = re.compile(r'^import\s+"(gogoproto|google/api|protoc-gen-openapiv2|etcd/api/versionpb)[^"]*";\s*$', re.M)
+DROPPED_IMPORT = re.compile(
+    r'^import\s+"(gogoproto|google/api|protoc-gen-openapiv2|etcd/api/versionpb)[^"]*";\s*$', re.M
+)
 KEPT_IMPORT = re.compile(r'^import\s+"(?:etcd/api/)?(mvccpb/kv|authpb/auth)\.proto";', re.M)
 CUSTOM_FIELD_OPTIONS = re.compile(r"\s*\[[^\[\]]*\([A-Za-z_.]+\)[^\[\]]*\]")
 GO_PACKAGE = re.compile(r'^option\s+go_package\s*=.*;\s*$', re.M)
