@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from etcdguard.backup.keys import SigningKey, VerifyKey
 from etcdguard.backup.manifest import (
@@ -46,6 +47,21 @@ class BackupEntry:
     def verified(self) -> bool:
         """True when the latest verification passed."""
         return self.verification is not None and self.verification.result == "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (used by ``backups list -o json`` and the service API)."""
+        m, v = self.manifest, self.verification
+        return {
+            "backup_id": self.backup_id,
+            "pinned": self.pinned,
+            "problem": self.problem,
+            "verification": self.verification_state,
+            "verification_detail": None if v is None else {
+                "result": v.result, "reason": v.reason, "hash_proof": v.hash_proof,
+                "finished_at": v.finished_at.isoformat(), "etcd_version_used": v.etcd_version_used,
+                "sandbox": v.sandbox},
+            "manifest": None if m is None else m.model_dump(mode="json"),
+        }
 
     @property
     def verification_state(self) -> str:

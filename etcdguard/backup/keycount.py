@@ -27,13 +27,16 @@ def resource_prefix(key: bytes) -> str | None:
     return (REGISTRY + b"/".join(parts[:depth])).decode("utf-8", "replace")
 
 
-def count_keys(client: MemberClient, revision: int) -> KeyCounts:
-    """Count all keys, and /registry/ keys per resource prefix, at ``revision``."""
-    total, _ = client.count(ALL_KEYS[0], ALL_KEYS[1], revision=revision)
+def count_keys(client: MemberClient, revision: int, *, serializable: bool = False) -> KeyCounts:
+    """Count all keys, and /registry/ keys per resource prefix, at ``revision``.
+
+    ``serializable`` reads the member's local state (no quorum needed: emergency snapshots).
+    """
+    total, _ = client.count(ALL_KEYS[0], ALL_KEYS[1], revision=revision, serializable=serializable)
     by_prefix: Counter[str] = Counter()
-    registry_count, _ = client.count(REGISTRY, b"/registry0", revision=revision)
+    registry_count, _ = client.count(REGISTRY, b"/registry0", revision=revision, serializable=serializable)
     if registry_count:
-        for key in client.keys(REGISTRY, b"/registry0", revision=revision):
+        for key in client.keys(REGISTRY, b"/registry0", revision=revision, serializable=serializable):
             prefix = resource_prefix(key)
             if prefix is not None:
                 by_prefix[prefix] += 1

@@ -47,7 +47,7 @@ from etcdguard.errors import (
     OperationInterruptedError,
     TransientError,
 )
-from etcdguard.etcd.connect import SourceCandidate, client_for, snapshot_sources
+from etcdguard.etcd.connect import SourceCandidate, client_for, local_source, snapshot_sources
 from etcdguard.storage.base import BlobStore, BlobWriter
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ class BackupRequest:
     count_keys: bool = True
     allow_unencrypted: bool = False
     allow_unsigned: bool = False
+    local_endpoint: str | None = None  # emergency: this member only, serializable reads (no quorum needed)
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,10 @@ def take_backup(
 
     status = steps.start("select source", ", ".join(request.etcd.endpoints))
     try:
-        candidates = snapshot_sources(request.etcd, request.member)
+        if request.local_endpoint:
+            candidates = [local_source(request.etcd, request.local_endpoint)]
+        else:
+            candidates = snapshot_sources(request.etcd, request.member)
     except EtcdGuardError as exc:
         steps.finish(status, str(exc), failed=True)
         raise
@@ -255,7 +259,8 @@ def take_backup(
             # the cluster to settle, then ask again who can serve
             time.sleep(RETRY_ROUND_DELAY)
             try:
-                candidates = snapshot_sources(request.etcd, request.member)
+                candidates = ([local_source(request.etcd, request.local_endpoint)] if request.local_endpoint
+                              else snapshot_sources(request.etcd, request.member))
             except TransientError as exc:
                 last_error = exc
                 continue
@@ -285,7 +290,7 @@ def _backup_from(request: BackupRequest, store: BlobStore, candidate: SourceCand
             counts: KeyCounts | None = None
             if request.count_keys:
                 status = steps.start("count keys", f"at revision {hashkv.revision}")
-                counts = count_keys(client, hashkv.revision)
+                counts = count_keys(client, hashkv.revision, serializable=request.local_endpoint is not None)
                 steps.finish(status, f"{counts.total} keys")
     except EtcdGuardError as exc:
         steps.finish(status, str(exc), failed=True)

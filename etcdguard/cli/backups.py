@@ -20,19 +20,7 @@ backups_app = typer.Typer(help="List, inspect, download and delete backups.", no
 
 def entry_dict(entry: BackupEntry) -> dict[str, Any]:
     """JSON form of one catalog entry."""
-    m = entry.manifest
-    v = entry.verification
-    return {
-        "backup_id": entry.backup_id,
-        "pinned": entry.pinned,
-        "problem": entry.problem,
-        "verification": entry.verification_state,
-        "verification_detail": None if v is None else {
-            "result": v.result, "reason": v.reason, "hash_proof": v.hash_proof,
-            "finished_at": v.finished_at.isoformat(), "etcd_version_used": v.etcd_version_used,
-            "sandbox": v.sandbox},
-        "manifest": None if m is None else m.model_dump(mode="json"),
-    }
+    return entry.to_dict()
 
 
 def _verification_cell(entry: BackupEntry) -> str:

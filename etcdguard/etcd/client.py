@@ -309,19 +309,22 @@ class MemberClient:
         r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(key=key, revision=revision))
         return bytes(r.kvs[0].value) if r.kvs else None
 
-    def count(self, key: bytes, range_end: bytes, revision: int = 0) -> tuple[int, int]:
+    def count(self, key: bytes, range_end: bytes, revision: int = 0, *,
+              serializable: bool = False) -> tuple[int, int]:
         """Number of keys in [key, range_end) at ``revision``; returns (count, revision)."""
         r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(
-            key=key, range_end=range_end, revision=revision, count_only=True, serializable=False),
+            key=key, range_end=range_end, revision=revision, count_only=True, serializable=serializable),
             timeout=max(self.timeout, 60.0))
         return int(r.count), int(r.header.revision)
 
-    def keys(self, key: bytes, range_end: bytes, revision: int, page: int = 10000) -> Iterator[bytes]:
+    def keys(self, key: bytes, range_end: bytes, revision: int, page: int = 10000, *,
+             serializable: bool = False) -> Iterator[bytes]:
         """Iterate the keys in [key, range_end) at ``revision``, in pages, keys only."""
         start = key
         while True:
             r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(
                 key=start, range_end=range_end, revision=revision, keys_only=True, limit=page,
+                serializable=serializable,
                 sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.KEY),
                 timeout=max(self.timeout, 60.0))
             for kv in r.kvs:

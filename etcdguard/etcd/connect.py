@@ -84,6 +84,14 @@ def _probe(cfg: EtcdConfig, member: MemberInfo, fallback: str) -> SourceCandidat
     return None
 
 
+def local_source(cfg: EtcdConfig, endpoint: str) -> SourceCandidate:
+    """The member at ``endpoint`` itself, without asking the cluster (works without quorum)."""
+    with client_for(cfg, endpoint) as client:
+        status = client.status()
+    return SourceCandidate(name=f"{status.member_id:x}", member_id=status.member_id, endpoint=endpoint,
+                           status=status)
+
+
 def snapshot_sources(cfg: EtcdConfig, member_name: str | None = None) -> list[SourceCandidate]:
     """Members to stream from, best first: the leader, then the most caught-up voting members.
 

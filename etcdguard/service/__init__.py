@@ -1,0 +1,1 @@
+"""etcdguard serve: scheduler, leader election, HTTP endpoints, the daemon loop."""

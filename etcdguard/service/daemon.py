@@ -1,0 +1,196 @@
+"""The daemon loop of ``etcdguard serve``.
+
+Signal handlers only set flags; the loop notices them. The loop keeps the leader election
+alive and marks liveness ("the loop ran recently", /healthz), which is separate from backup
+freshness (the checks and metrics). Jobs run on APScheduler's thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from etcdguard.backup.catalog import safe_entries
+from etcdguard.config import Settings, load_settings
+from etcdguard.errors import EtcdGuardError
+from etcdguard.monitor.metrics import EtcdGuardMetrics
+from etcdguard.service import jobs
+from etcdguard.service.election import AlwaysLeader, EtcdLeaseElector, LeaderElector
+from etcdguard.service.http import Endpoints, HttpServer, loop_health
+from etcdguard.service.metrics import ServiceMetrics
+from etcdguard.service.schedule import cron_trigger
+
+log = logging.getLogger("etcdguard.service")
+LOOP_INTERVAL = 0.2
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+def replica_id() -> str:
+    """A replica identity: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def validate(settings: Settings) -> None:
+    """Reject settings the service cannot run with (cron syntax, listen address)."""
+    svc = settings.service
+    cron_trigger(svc.snapshot_cron)
+    if svc.verify_cron:
+        cron_trigger(svc.verify_cron)
+
+
+def make_elector(settings: Settings, replica: str) -> LeaderElector:
+    """The configured leader election."""
+    if not settings.service.leader_election:
+        return AlwaysLeader()
+    return EtcdLeaseElector(settings.etcd, settings.backup.cluster_name, replica, settings.service.lease_ttl_seconds)
+
+
+class Daemon:
+    """Runs the scheduler, the HTTP endpoints and the election until SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings, *, config_file: Path | None = None,
+                 overrides: Mapping[str, Any] | None = None, replica: str | None = None) -> None:
+        validate(settings)
+        self.config_file = config_file
+        self.overrides = dict(overrides or {})
+        self.replica = replica or replica_id()
+        metrics = EtcdGuardMetrics()
+        self.runtime = jobs.Runtime(settings, metrics, ServiceMetrics(metrics.registry),
+                                    make_elector(settings, self.replica))
+        self._stop_requested = False
+        self._reload_requested = False
+        self._last_loop = time.monotonic()
+        self._ready = False
+        self._scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": 300})
+        self._http = HttpServer(settings.service.listen, Endpoints(
+            healthz=self._healthz, readyz=self._readyz, metrics=metrics.render,
+            backups=self._backups, status=self._status))
+
+    # -- signals: flags only ---------------------------------------------------------------
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_requested = True
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_requested = True
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (for embedding and tests)."""
+        self._stop_requested = True
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _healthz(self) -> tuple[int, dict[str, Any]]:
+        max_age = max(30.0, 3.0 * self.runtime.settings.service.lease_ttl_seconds)
+        return loop_health(self._last_loop, max_age)
+
+    def _readyz(self) -> tuple[int, dict[str, Any]]:
+        ready = self._ready and not self._stop_requested
+        return (200 if ready else 503), {"ready": ready, "leader": self.runtime.elector.is_leader()}
+
+    def _backups(self) -> tuple[int, Any]:
+        try:
+            return 200, [e.to_dict() for e in safe_entries(self.runtime.catalog())]
+        except EtcdGuardError as exc:
+            return 503, {"error": str(exc)}
+
+    def _status(self) -> tuple[int, Any]:
+        rt = self.runtime
+        report = rt.report
+        return 200, {
+            "replica": self.replica,
+            "leader": rt.elector.is_leader(),
+            "leader_id": rt.elector.leader_id(),
+            "cluster": rt.settings.backup.cluster_name,
+            "jobs": {name: vars(state) for name, state in sorted(rt.jobs.items())},
+            "health": report.to_dict() if report is not None else None,
+        }
+
+    # -- scheduling ------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        svc = self.runtime.settings.service
+        rt = self.runtime
+        add: Callable[..., Any] = self._scheduler.add_job
+        add(jobs.snapshot_job, cron_trigger(svc.snapshot_cron, svc.jitter_seconds), args=[rt],
+            id="snapshot", name="snapshot", replace_existing=True)
+        if svc.verify_cron:
+            add(jobs.verify_job, cron_trigger(svc.verify_cron, svc.jitter_seconds), args=[rt],
+                id="verify", name="verify", replace_existing=True)
+        elif self._scheduler.get_job("verify"):
+            self._scheduler.remove_job("verify")
+        add(jobs.health_job, IntervalTrigger(seconds=svc.health_interval_seconds, timezone=timezone.utc),
+            args=[rt], id="health", name="health", replace_existing=True,
+            next_run_time=datetime.now(timezone.utc))
+
+    def _reload(self) -> None:
+        self._reload_requested = False
+        try:
+            settings = load_settings(self.config_file, self.overrides)
+            validate(settings)
+        except EtcdGuardError as exc:
+            self.runtime.service_metrics.config_reloads.labels(result="invalid").inc()
+            log.error("config reload failed, keeping the running config: %s", exc)
+            return
+        old = self.runtime.settings
+        if settings.service.listen != old.service.listen:
+            log.warning("service.listen changed; it takes effect after a restart")
+        if settings.service.leader_election != old.service.leader_election:
+            self.runtime.elector.resign()
+            self.runtime.elector = make_elector(settings, self.replica)
+        self.runtime.settings = settings
+        self._schedule()
+        self.runtime.service_metrics.config_reloads.labels(result="ok").inc()
+        log.info("configuration reloaded")
+
+    # -- main loop -------------------------------------------------------------------------
+    def run(self, install_signals: bool = True) -> int:
+        """Run until asked to stop; returns the process exit code (0 on a clean stop)."""
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_stop)
+            signal.signal(signal.SIGINT, self._on_stop)
+            signal.signal(signal.SIGHUP, self._on_hup)
+        self._http.start()
+        log.info("etcdguard serve: replica %s, listening on http://%s", self.replica, self._http.address)
+        self._schedule()
+        self._scheduler.start()
+        self._ready = True
+        next_election = 0.0
+        try:
+            while not self._stop_requested:
+                now = time.monotonic()
+                self._last_loop = now
+                if self._reload_requested:
+                    self._reload()
+                if now >= next_election:
+                    self.runtime.elector.tick()
+                    next_election = now + max(1.0, self.runtime.settings.service.lease_ttl_seconds / 3)
+                self.runtime.service_metrics.heartbeat(self.runtime.elector.is_leader())
+                time.sleep(LOOP_INTERVAL)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        log.info("stopping: no new jobs; cancelling work in flight")
+        self._ready = False
+        self.runtime.cancel.set()
+        stopper = threading.Thread(target=self._scheduler.shutdown, kwargs={"wait": True}, daemon=True)
+        stopper.start()
+        stopper.join(SHUTDOWN_GRACE_SECONDS)
+        if stopper.is_alive():
+            log.error("jobs did not stop within %.0fs; exiting anyway", SHUTDOWN_GRACE_SECONDS)
+        self.runtime.elector.resign()
+        self._http.stop()
+        log.info("stopped")

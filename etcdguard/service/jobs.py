@@ -1,0 +1,247 @@
+"""The service's jobs: snapshot, verify, prune, health. Each run is logged and counted.
+
+Jobs read the current Settings from the runtime at the start of each run (so a SIGHUP reload
+applies to the next run), never overlap themselves, and only the elected leader takes
+scheduled snapshots, verifications and prunes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from etcdguard.backup.catalog import Catalog, safe_entries
+from etcdguard.backup.keys import load_identities, load_signing_key, trusted_verify_keys
+from etcdguard.backup.pipeline import BackupResult, request_from_settings, take_backup
+from etcdguard.config import LocalStoreConfig, Settings
+from etcdguard.errors import EtcdGuardError, OperationInterruptedError
+from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
+from etcdguard.monitor.metrics import EtcdGuardMetrics
+from etcdguard.monitor.model import BackupFreshness
+from etcdguard.monitor.quorum import assess_quorum
+from etcdguard.monitor.report import CheckReport, run_checks
+from etcdguard.service.election import LeaderElector
+from etcdguard.service.metrics import ServiceMetrics
+from etcdguard.storage import open_store
+
+log = logging.getLogger("etcdguard.service")
+
+
+@dataclass
+class JobState:
+    """Last outcome of one job (served on /api/v1/status)."""
+
+    runs: int = 0
+    last_started: datetime | None = None
+    last_finished: datetime | None = None
+    last_result: str = "never"
+    last_error: str | None = None
+    skipped: int = 0
+
+
+@dataclass
+class Runtime:
+    """Shared state of a running service: settings, metrics, election, cancellation."""
+
+    settings: Settings
+    metrics: EtcdGuardMetrics
+    service_metrics: ServiceMetrics
+    elector: LeaderElector
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    health: ClusterHealth | None = None
+    report: CheckReport | None = None
+    leader_history: deque[tuple[datetime, int]] = field(default_factory=lambda: deque(maxlen=256))
+
+    def catalog(self) -> Catalog:
+        """The catalog of the configured store and cluster."""
+        config, _ = self.settings.store_or_default()
+        return Catalog(open_store(config), self.settings.backup.cluster_name)
+
+    def state(self, job: str) -> JobState:
+        """The JobState of ``job``."""
+        with self.lock:
+            return self.jobs.setdefault(job, JobState())
+
+
+def _run(runtime: Runtime, job: str, fn: Any, *args: Any) -> Any:
+    state = runtime.state(job)
+    state.runs += 1
+    state.last_started = datetime.now(timezone.utc)
+    started = time.monotonic()
+    try:
+        result = fn(*args)
+    except OperationInterruptedError as exc:
+        state.last_result, state.last_error = "interrupted", str(exc)
+        runtime.service_metrics.job_run(job, "interrupted")
+        log.warning("%s interrupted: %s", job, exc)
+        return None
+    except EtcdGuardError as exc:
+        state.last_result, state.last_error = "failed", str(exc)
+        runtime.service_metrics.job_run(job, "failed")
+        log.error("%s failed: %s", job, exc)
+        return None
+    except Exception as exc:  # a job must never kill the scheduler thread
+        state.last_result, state.last_error = "failed", f"{type(exc).__name__}: {exc}"
+        runtime.service_metrics.job_run(job, "failed")
+        log.exception("%s failed unexpectedly", job)
+        return None
+    finally:
+        state.last_finished = datetime.now(timezone.utc)
+    state.last_result, state.last_error = ("skipped" if result is False else "ok"), None
+    runtime.service_metrics.job_run(job, state.last_result)
+    log.log(logging.DEBUG if job == "health" else logging.INFO, "%s finished in %.1fs", job,
+            time.monotonic() - started)
+    return result
+
+
+def _not_leader(runtime: Runtime, job: str) -> bool:
+    if runtime.elector.is_leader():
+        return False
+    runtime.state(job).skipped += 1
+    log.debug("%s skipped: this replica is not the leader", job)
+    return True
+
+
+def _quorum_lost(runtime: Runtime) -> bool:
+    health = runtime.health
+    return health is not None and not assess_quorum(health.members).has_quorum
+
+
+def _take_snapshot(runtime: Runtime, emergency: bool) -> BackupResult:
+    settings = runtime.settings
+    store_config = settings.store_or_default()[0]
+    request = request_from_settings(settings)
+    if emergency:
+        path = settings.service.emergency_local_store
+        assert path is not None
+        store_config = LocalStoreConfig(path=path)
+        request = dataclasses.replace(request, local_endpoint=settings.etcd.endpoints[0], member=None)
+    started = time.monotonic()
+    try:
+        result = take_backup(request, open_store(store_config), cancel=runtime.cancel)
+    except EtcdGuardError:
+        runtime.metrics.record_backup(False, time.monotonic() - started)
+        raise
+    m = result.manifest
+    runtime.metrics.record_backup(True, m.duration_seconds, plain_size_bytes=m.snapshot.size,
+                                  stored_size_bytes=m.stored.size, finished_at=m.finished_at)
+    log.info("%sbackup %s: revision %d, %d bytes -> %d stored, from %s", "EMERGENCY " if emergency else "",
+             m.backup_id, m.hashkv.revision, m.snapshot.size, m.stored.size, m.source.name)
+    return result
+
+
+def snapshot_job(runtime: Runtime) -> None:
+    """Scheduled snapshot; then verify and prune when configured."""
+    settings = runtime.settings
+    emergency = bool(settings.service.emergency_local_store) and _quorum_lost(runtime)
+    if not emergency and _not_leader(runtime, "snapshot"):
+        return
+    result = _run(runtime, "snapshot", _take_snapshot, runtime, emergency)
+    if result is None or emergency:
+        return
+    if settings.service.verify_after_snapshot:
+        _run(runtime, "verify", _verify, runtime, [result.manifest.backup_id])
+    if settings.service.prune_after_snapshot:
+        _run(runtime, "prune", _prune, runtime)
+
+
+def _verify(runtime: Runtime, backup_ids: list[str] | None) -> bool:
+    from etcdguard.verify import Verifier, VerifyOptions, sandbox_factory
+
+    settings = runtime.settings
+    identity = settings.encryption.identity_file
+    if identity is None:
+        log.warning("verification skipped: no encryption.identity_file configured for this service")
+        return False
+    options = VerifyOptions(
+        identities=load_identities(identity),
+        trusted_keys=trusted_verify_keys(list(settings.signing.public_keys), settings.signing.key_file, identity),
+        signing_key=load_signing_key(settings.signing.key_file) if settings.signing.key_file else None,
+        allow_unsigned=settings.signing.allow_unsigned,
+        accept_inconclusive_hash=settings.verify.accept_inconclusive_hash,
+        workdir=settings.verify.workdir)
+    catalog = runtime.catalog()
+    verifier = Verifier(catalog, sandbox_factory(settings.verify), options)
+    targets = backup_ids if backup_ids is not None else [
+        e.backup_id for e in safe_entries(catalog) if e.verification_state == "never"][:1]
+    for backup_id in targets:
+        if runtime.cancel.is_set():
+            raise OperationInterruptedError("verification cancelled")
+        try:
+            report = verifier.verify(backup_id)
+        except EtcdGuardError as exc:
+            runtime.metrics.record_verification(False)
+            log.error("verification of %s failed: %s", backup_id, exc)
+            continue
+        runtime.metrics.record_verification(report.passed, at=report.verification.finished_at)
+        log.info("verification of %s: %s %s", backup_id, report.verification.result, report.verification.reason)
+    return True
+
+
+def verify_job(runtime: Runtime) -> None:
+    """Scheduled verification of the newest unverified backup."""
+    if _not_leader(runtime, "verify"):
+        return
+    _run(runtime, "verify", _verify, runtime, None)
+
+
+def _prune(runtime: Runtime) -> bool:
+    from etcdguard.backup.retention import apply_retention
+
+    decision = apply_retention(runtime.catalog(), runtime.settings.retention, datetime.now(timezone.utc),
+                               dry_run=False)
+    if decision.delete:
+        log.info("pruned %d backup(s): %s", len(decision.delete), ", ".join(decision.delete))
+    return True
+
+
+def prune_job(runtime: Runtime) -> None:
+    """Apply retention (leader only)."""
+    if _not_leader(runtime, "prune"):
+        return
+    _run(runtime, "prune", _prune, runtime)
+
+
+def freshness(runtime: Runtime) -> BackupFreshness | None:
+    """Newest backup / verification of the catalog, or None when it cannot be read."""
+    try:
+        entries = safe_entries(runtime.catalog())
+    except EtcdGuardError as exc:
+        log.warning("cannot read the backup catalog: %s", exc)
+        return None
+    newest = entries[0].created_at if entries else None
+    verified = [e.verification for e in entries if e.verification is not None]
+    latest_v = max(verified, key=lambda v: v.finished_at, default=None)
+    return BackupFreshness(newest_backup_at=newest,
+                           newest_verification_at=latest_v.finished_at if latest_v else None,
+                           newest_verification_passed=(latest_v.result == "passed") if latest_v else None)
+
+
+def _health(runtime: Runtime) -> bool:
+    settings = runtime.settings
+    health = probe_cluster(settings.etcd, settings.monitor)
+    now = datetime.now(timezone.utc)
+    if health.leader_id and (not runtime.leader_history or runtime.leader_history[-1][1] != health.leader_id):
+        runtime.leader_history.append((now, health.leader_id))
+    changes = [t for t, _ in list(runtime.leader_history)[1:]]
+    fresh = freshness(runtime)
+    report = run_checks(health, settings.monitor, freshness=fresh, leader_changes=changes, now=now)
+    runtime.health, runtime.report = health, report
+    runtime.metrics.update_from_cluster(health)
+    runtime.metrics.update_from_checks(report.results)
+    if fresh is not None:
+        runtime.metrics.set_freshness(fresh)
+    return True
+
+
+def health_job(runtime: Runtime) -> None:
+    """Probe the cluster, run the checks, update the metrics (every replica)."""
+    _run(runtime, "health", _health, runtime)
