@@ -115,6 +115,14 @@ def _quorum_lost(runtime: Runtime) -> bool:
     return health is not None and not assess_quorum(health.members).has_quorum
 
 
+def _quorum_lost_now(runtime: Runtime) -> bool:
+    try:
+        runtime.health = probe_cluster(runtime.settings.etcd, runtime.settings.monitor)
+    except EtcdGuardError:
+        return False
+    return _quorum_lost(runtime)
+
+
 def _take_snapshot(runtime: Runtime, emergency: bool) -> BackupResult:
     settings = runtime.settings
     store_config = settings.store_or_default()[0]
@@ -145,6 +153,10 @@ def snapshot_job(runtime: Runtime) -> None:
     if not emergency and _not_leader(runtime, "snapshot"):
         return
     result = _run(runtime, "snapshot", _take_snapshot, runtime, emergency)
+    if result is None and not emergency and settings.service.emergency_local_store and _quorum_lost_now(runtime):
+        log.warning("the cluster has lost quorum: taking an emergency snapshot of the local member")
+        _run(runtime, "snapshot", _take_snapshot, runtime, True)
+        return
     if result is None or emergency:
         return
     if settings.service.verify_after_snapshot:
