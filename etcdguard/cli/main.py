@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C core logs TLS handshake failures to stderr itself; etcdguard reports them in one line.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 from pathlib import Path
 from typing import Annotated
 

@@ -39,10 +39,15 @@ SkipSignature = Annotated[bool, typer.Option(
     "(only when the signing key is lost).")]
 
 
+Timeout = Annotated[float | None, typer.Option(
+    "--timeout", min=0.1, help="Seconds to wait for each etcd member. Default: monitor.probe_timeout (3).")]
+
+
 def etcd_overrides(endpoints: str | None, cacert: Path | None, cert: Path | None,
-                   key: Path | None) -> dict[str, Any]:
-    """Config overrides for the etcd connection flags."""
-    return {"etcd.endpoints": endpoints, "etcd.cacert": cacert, "etcd.cert": cert, "etcd.key": key}
+                   key: Path | None, timeout: float | None = None) -> dict[str, Any]:
+    """Config overrides for the etcd connection flags (None = flag not given)."""
+    return {"etcd.endpoints": endpoints, "etcd.cacert": cacert, "etcd.cert": cert, "etcd.key": key,
+            "etcd.dial_timeout": timeout}
 
 
 def store_overrides(store: str | None, s3_endpoint_url: str | None,

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from etcdguard.monitor.checks import format_bytes as human_bytes
 
-def human_bytes(n: float | None) -> str:
-    """1536 -> '1.5 KiB'."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+__all__ = ["human_age", "human_bytes", "when"]
 
 
 def human_age(moment: datetime | None, now: datetime | None = None) -> str:

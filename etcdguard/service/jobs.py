@@ -22,6 +22,7 @@ from etcdguard.backup.pipeline import BackupResult, request_from_settings, take_
 from etcdguard.config import LocalStoreConfig, Settings
 from etcdguard.errors import EtcdGuardError, OperationInterruptedError
 from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
+from etcdguard.monitor.freshness import freshness_from_entries
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.monitor.model import BackupFreshness
 from etcdguard.monitor.quorum import assess_quorum
@@ -225,16 +226,10 @@ def prune_job(runtime: Runtime) -> None:
 def freshness(runtime: Runtime) -> BackupFreshness | None:
     """Newest backup / verification of the catalog, or None when it cannot be read."""
     try:
-        entries = safe_entries(runtime.catalog())
+        return freshness_from_entries(safe_entries(runtime.catalog()))
     except EtcdGuardError as exc:
         log.warning("cannot read the backup catalog: %s", exc)
         return None
-    newest = entries[0].created_at if entries else None
-    verified = [e.verification for e in entries if e.verification is not None]
-    latest_v = max(verified, key=lambda v: v.finished_at, default=None)
-    return BackupFreshness(newest_backup_at=newest,
-                           newest_verification_at=latest_v.finished_at if latest_v else None,
-                           newest_verification_passed=(latest_v.result == "passed") if latest_v else None)
 
 
 def _health(runtime: Runtime) -> bool:
