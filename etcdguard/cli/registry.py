@@ -10,6 +10,7 @@ COMMAND_MODULES = (
     "etcdguard.cli.keys",
     "etcdguard.cli.snapshot",
     "etcdguard.cli.backups",
+    "etcdguard.cli.prune",
     "etcdguard.cli.demo",
     "etcdguard.cli.health",
     "etcdguard.cli.verify",
