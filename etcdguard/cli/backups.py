@@ -11,11 +11,12 @@ from rich.table import Table
 from etcdguard.backup.catalog import BackupEntry, safe_entries
 from etcdguard.backup.recover import recover_snapshot
 from etcdguard.cli import options as opt
-from etcdguard.cli.common import OutputFormat, handle_errors, print_json, settings, stderr, stdout
+from etcdguard.cli.common import OutputFormat, exit_codes_epilog, handle_errors, print_json, settings, stderr, stdout
 from etcdguard.cli.render import human_age, human_bytes, when
 from etcdguard.errors import AbortedError
 
-backups_app = typer.Typer(help="List, inspect, download and delete backups.", no_args_is_help=True)
+backups_app = typer.Typer(help="List, inspect, download and delete backups.", no_args_is_help=True,
+                          epilog=exit_codes_epilog())
 
 
 def entry_dict(entry: BackupEntry) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import typer
 
 from etcdguard.backup.keys import IDENTITY_FILE, RECIPIENT_FILE, SIGNING_KEY_FILE, generate_keys
 from etcdguard.backup.pipeline import request_from_settings, take_backup
-from etcdguard.cli.common import handle_errors, state, stderr, stdout
+from etcdguard.cli.common import exit_codes_epilog, handle_errors, state, stderr, stdout
 from etcdguard.cli.render import human_bytes
 from etcdguard.config import default_local_store_path, load_settings
 from etcdguard.etcd.binaries import pick_installation
@@ -92,4 +92,4 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     """Add the ``demo`` command."""
-    app.command("demo")(demo)
+    app.command("demo", epilog=exit_codes_epilog())(demo)

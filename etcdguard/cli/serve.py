@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from etcdguard.cli import options as opt
-from etcdguard.cli.common import handle_errors, settings, state
+from etcdguard.cli.common import exit_codes_epilog, handle_errors, settings, state
 from etcdguard.service.logs import setup_logging
 
 
@@ -48,4 +48,4 @@ def serve(
 
 def register(app: typer.Typer) -> None:
     """Add the ``serve`` command."""
-    app.command("serve")(serve)
+    app.command("serve", epilog=exit_codes_epilog())(serve)

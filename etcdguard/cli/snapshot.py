@@ -19,7 +19,16 @@ from rich.progress import (
 from etcdguard.backup.pipeline import BackupResult, StepState, StepStatus, request_from_settings, take_backup
 from etcdguard.backup.pipeline import Progress as PipelineProgress
 from etcdguard.cli import options as opt
-from etcdguard.cli.common import OutputFormat, handle_errors, print_json, settings, state, stderr, stdout
+from etcdguard.cli.common import (
+    OutputFormat,
+    exit_codes_epilog,
+    handle_errors,
+    print_json,
+    settings,
+    state,
+    stderr,
+    stdout,
+)
 from etcdguard.cli.render import human_bytes
 from etcdguard.etcd.connect import SourceCandidate
 
@@ -97,7 +106,8 @@ def snapshot(
         "--recipients-file", help="File of age recipients.")] = None,
     signing_key: Annotated[Path | None, typer.Option(
         "--signing-key", help="Ed25519 key that signs the manifest.")] = None,
-    compression_level: Annotated[int | None, typer.Option("--compression-level", help="zstd level 1-22 (default 3).")] = None,
+    compression_level: Annotated[int | None, typer.Option(
+        "--compression-level", help="zstd level 1-22 (default 3).")] = None,
     allow_unencrypted: Annotated[bool, typer.Option(
         "--allow-unencrypted", help="DANGER: store the snapshot unencrypted when no recipient is set.")] = False,
     allow_unsigned: Annotated[bool, typer.Option(
@@ -149,4 +159,4 @@ def snapshot(
 
 def register(app: typer.Typer) -> None:
     """Add the ``snapshot`` command."""
-    app.command("snapshot")(snapshot)
+    app.command("snapshot", epilog=exit_codes_epilog())(snapshot)
