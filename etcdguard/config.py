@@ -161,6 +161,7 @@ class VerifyConfig(_Model):
     stale_sandbox_seconds: Annotated[float, Field(gt=0)] = 900.0
     accept_inconclusive_hash: bool = False
     workdir: Path | None = None
+    docker_data_mode: Literal["auto", "bind", "volume"] = "auto"
 
     @field_validator("etcd_path", mode="before")
     @classmethod

@@ -40,7 +40,6 @@ class _PlainSink:
 
     def __init__(self, fd: int, on_bytes: Callable[[int], None] | None) -> None:
         self._file = os.fdopen(fd, "wb", buffering=READ_SIZE)
-        self.hash = hashlib.sha256()
         self.body_hash = hashlib.sha256()
         self.tail = b""
         self.size = 0
@@ -48,7 +47,6 @@ class _PlainSink:
 
     def write(self, data: bytes) -> int:
         self._file.write(data)
-        self.hash.update(data)
         joined = self.tail + bytes(data)
         if len(joined) > TRAILER_BYTES:
             self.body_hash.update(joined[:-TRAILER_BYTES])
@@ -131,10 +129,12 @@ def recover_snapshot(
             raise IntegrityError(
                 f"backup {manifest.backup_id}: stored object sha256 does not match the manifest")
         sink.close()
-        if sink.size != manifest.snapshot.size or sink.hash.hexdigest() != manifest.snapshot.sha256:
-            raise IntegrityError(f"backup {manifest.backup_id}: snapshot sha256 does not match the manifest")
+        # body sha256 == etcd's trailer == the signed trailer, and the size matches: that pins
+        # every byte of the file (body + trailer), so a second full-file hash is not needed.
+        if sink.size != manifest.snapshot.size or sink.tail.hex() != manifest.snapshot.trailer_sha256:
+            raise IntegrityError(f"backup {manifest.backup_id}: snapshot does not match the manifest")
         if sink.body_hash.digest() != sink.tail:
-            raise IntegrityError(f"backup {manifest.backup_id}: etcd snapshot trailer does not match")
+            raise IntegrityError(f"backup {manifest.backup_id}: etcd snapshot trailer does not match its content")
         os.replace(tmp, dest)
         ok = True
         return RecoveredSnapshot(dest, sink.size, manifest.snapshot.sha256)

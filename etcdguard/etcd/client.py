@@ -317,6 +317,14 @@ class MemberClient:
             timeout=max(self.timeout, 60.0))
         return int(r.count), int(r.header.revision)
 
+    def first_key(self, key: bytes, range_end: bytes, revision: int = 0, *,
+                  serializable: bool = False) -> bytes | None:
+        """The smallest key in [key, range_end) at ``revision``, or None."""
+        r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(
+            key=key, range_end=range_end, revision=revision, keys_only=True, limit=1,
+            serializable=serializable))
+        return bytes(r.kvs[0].key) if r.kvs else None
+
     def keys(self, key: bytes, range_end: bytes, revision: int, page: int = 10000, *,
              serializable: bool = False) -> Iterator[bytes]:
         """Iterate the keys in [key, range_end) at ``revision``, in pages, keys only."""

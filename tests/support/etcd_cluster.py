@@ -196,7 +196,8 @@ class EtcdCluster:
 def etcd_cluster(base_dir: Path, version: str | None = None, size: int = 1, tls: TLSBundle | None = None,
                  extra_args: list[str] | None = None) -> Iterator[EtcdCluster]:
     """Start a cluster of ``size`` members of etcd ``version`` (newest installed if None)."""
-    install = installation(version) if version else (installations() or [None])[0]
+    found = installations()
+    install = installation(version) if version else (found[0] if found else None)
     if install is None:
         raise RuntimeError(f"etcd {version or '(any)'} is not installed; run scripts/install-test-deps.sh")
     base_dir.mkdir(parents=True, exist_ok=True)
