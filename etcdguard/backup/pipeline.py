@@ -4,6 +4,10 @@ preflight -> select source -> hashkv -> count keys -> stream (etcd -> zstd -> ag
 -> manifest (signed, written last). If the source member fails mid-stream, the upload is
 aborted and the next most caught-up member is tried. Any failure leaves no manifest, no
 object and no open multipart upload.
+
+The key count (at the HashKV revision) runs in a thread alongside the stream, and the stream
+itself in two: one pulls and hashes etcd's chunks, the other compresses, encrypts and writes.
+The object is committed only once both the stream and the count have succeeded.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from etcdguard.backup.manifest import (
     new_backup_id,
     seal,
 )
-from etcdguard.backup.streams import HashingWriter, SnapshotReader
+from etcdguard.backup.streams import BytePipe, HashingWriter, PipeClosedError, SnapshotReader
 from etcdguard.config import EtcdConfig, Settings
 from etcdguard.errors import (
     ConfigError,
@@ -52,6 +56,8 @@ from etcdguard.storage.base import BlobStore, BlobWriter
 
 log = logging.getLogger(__name__)
 ZSTD_READ_SIZE = 1 << 20
+PIPE_BLOCK = 1 << 20   # plaintext handed from the etcd thread to the encoder thread at a time
+PIPE_BYTES = 4 << 20   # at most this much plaintext queued between them
 SOURCE_ROUNDS = 2
 RETRY_ROUND_DELAY = 2.0
 
@@ -164,9 +170,10 @@ class _Steps:
         self.progress.step(status)
         return status
 
-    def finish(self, status: StepStatus, detail: str | None = None, failed: bool = False) -> None:
+    def finish(self, status: StepStatus, detail: str | None = None, failed: bool = False,
+               at: float | None = None) -> None:
         status.state = StepState.failed if failed else StepState.done
-        status.finished_at = time.monotonic()
+        status.finished_at = at or time.monotonic()
         if detail is not None:
             status.detail = detail
         self.progress.step(status)
@@ -186,33 +193,141 @@ class _Streamed:
     stored_sha256: str
 
 
+class _Encoder(threading.Thread):
+    """The compress + encrypt + store half of the stream, in its own thread.
+
+    Reads plaintext blocks from ``pipe``, zstd-compresses them, age-encrypts them (or not, with
+    no recipient) into ``sink``. Its failure is kept in ``error`` (the storage error itself is on
+    ``sink.error``); the pipe's reader end is closed whatever happens, so the etcd side never
+    blocks on a dead encoder.
+    """
+
+    def __init__(self, request: BackupRequest, pipe: BytePipe, sink: HashingWriter) -> None:
+        super().__init__(name="snapshot-encoder", daemon=True)
+        self.request = request
+        self.pipe = pipe
+        self.sink = sink
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            compressor = zstandard.ZstdCompressor(level=self.request.compression_level,
+                                                  threads=self.request.compression_threads)
+            compressed = compressor.stream_reader(cast(BinaryIO, self.pipe), read_size=PIPE_BLOCK,
+                                                closefd=False)
+            if self.request.recipients:
+                pyrage.encrypt_io(compressed, self.sink, self.request.recipients)
+            else:
+                while block := compressed.read(ZSTD_READ_SIZE):
+                    self.sink.write(block)
+        except BaseException as exc:  # re-raised by the pipeline's thread
+            self.error = exc
+        finally:
+            self.pipe.close_read()
+
+
+def _join(thread: threading.Thread, stop: Callable[[], None]) -> None:
+    """Join ``thread``. A Ctrl-C meanwhile calls ``stop`` (which makes the thread end soon) and is
+    re-raised once the thread has ended, so nothing it uses (the writer) is torn down under it."""
+    interrupted: KeyboardInterrupt | None = None
+    while thread.is_alive():
+        try:
+            thread.join()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            stop()
+    if interrupted is not None:
+        raise interrupted
+
+
+def _pump(reader: SnapshotReader, pipe: BytePipe) -> None:
+    """etcd's chunks -> the pipe, in blocks of about PIPE_BLOCK bytes (fewer, larger hand-overs)."""
+    parts: list[bytes] = []
+    held = 0
+    while chunk := reader.read(PIPE_BLOCK):
+        parts.append(chunk)
+        held += len(chunk)
+        if held >= PIPE_BLOCK:
+            pipe.put(parts[0] if len(parts) == 1 else b"".join(parts))
+            parts, held = [], 0
+    if parts:
+        pipe.put(b"".join(parts))
+    pipe.close_write()
+
+
 def _stream(request: BackupRequest, candidate: SourceCandidate, writer: BlobWriter,
             progress: Progress, cancel: threading.Event | None) -> _Streamed:
-    """etcd snapshot -> zstd -> age -> writer; checks etcd's trailer; returns the digests."""
+    """etcd snapshot -> zstd -> age -> writer; checks etcd's trailer; returns the digests.
+
+    Two threads overlap the work: this one pulls etcd's chunks and hashes them, an
+    :class:`_Encoder` compresses, encrypts and writes; a bounded pipe (PIPE_BYTES) joins them.
+    """
     with client_for(request.etcd, candidate.endpoint) as client:
         chunks = client.snapshot(idle_timeout=request.etcd.snapshot_idle_timeout)
         reader = SnapshotReader(_cancellable(chunks, cancel), on_bytes=progress.advance)
         sink = HashingWriter(writer.write)
-        compressor = zstandard.ZstdCompressor(level=request.compression_level,
-                                              threads=request.compression_threads)
-        compressed = compressor.stream_reader(cast(BinaryIO, reader), read_size=ZSTD_READ_SIZE, closefd=False)
+        pipe = BytePipe(PIPE_BYTES)
+        encoder = _Encoder(request, pipe, sink)
+        encoder.start()
         try:
-            if request.recipients:
-                pyrage.encrypt_io(compressed, sink, request.recipients)
-            else:
-                while block := compressed.read(ZSTD_READ_SIZE):
-                    sink.write(block)
+            try:
+                _pump(reader, pipe)
+            except BaseException:
+                pipe.abort()
+                raise
+            finally:
+                _join(encoder, pipe.abort)
+                chunks.close()
+        except PipeClosedError as exc:  # the encoder stopped first: its failure is the reason
+            raise (sink.error or encoder.error or exc) from None
         except BaseException:
-            for original in (reader.error, sink.error):
-                if original is not None:
-                    raise original from None
+            if reader.error is not None:
+                raise reader.error from None
             raise
-        finally:
-            chunks.close()
+        if encoder.error is not None:
+            raise (sink.error or encoder.error) from None
         if not reader.eof:
             raise IntegrityError("etcd snapshot stream ended early")
     snapshot = SnapshotInfo(size=reader.size, sha256=reader.sha256, trailer_sha256=reader.trailer_hex)
     return _Streamed(snapshot, sink.size, sink.sha256)
+
+
+class _KeyCounter(threading.Thread):
+    """Counts keys at a revision (see :func:`count_keys`) while the snapshot streams.
+
+    It has its own client, so :meth:`cancel` (closing that channel) ends it promptly.
+    """
+
+    def __init__(self, request: BackupRequest, endpoint: str, revision: int) -> None:
+        super().__init__(name="count-keys", daemon=True)
+        self.client = client_for(request.etcd, endpoint)
+        self.revision = revision
+        self.serializable = request.local_endpoint is not None
+        self.counts: KeyCounts | None = None
+        self.error: BaseException | None = None
+        self.finished_at: float | None = None
+
+    def run(self) -> None:
+        try:
+            self.counts = count_keys(self.client, self.revision, serializable=self.serializable)
+        except BaseException as exc:  # re-raised by the pipeline's thread
+            self.error = exc
+        finally:
+            self.finished_at = time.monotonic()
+            self.client.close()
+
+    def result(self) -> KeyCounts:
+        """Wait for the counts; raises what counting raised."""
+        _join(self, self.client.close)
+        if self.error is not None:
+            raise self.error
+        assert self.counts is not None
+        return self.counts
+
+    def cancel(self) -> None:
+        """Stop counting (the stream failed) and wait for the thread."""
+        self.client.close()
+        _join(self, self.client.close)
 
 
 def take_backup(
@@ -286,21 +401,40 @@ def _backup_from(request: BackupRequest, store: BlobStore, candidate: SourceCand
     try:
         with client_for(request.etcd, candidate.endpoint) as client:
             hashkv = client.hash_kv(0)
-            steps.finish(status, f"revision {hashkv.revision}, hash {hashkv.hash}")
-            counts: KeyCounts | None = None
-            if request.count_keys:
-                status = steps.start("count keys", f"at revision {hashkv.revision}")
-                counts = count_keys(client, hashkv.revision, serializable=request.local_endpoint is not None)
-                steps.finish(status, f"{counts.total} keys")
     except EtcdGuardError as exc:
         steps.finish(status, str(exc), failed=True)
         raise
+    steps.finish(status, f"revision {hashkv.revision}, hash {hashkv.hash}")
+
+    # Keys are counted at the HashKV revision while the snapshot streams (both only read etcd;
+    # the counts wait for the stream, and the stream's object is committed only with them).
+    counter: _KeyCounter | None = None
+    count_status: StepStatus | None = None
+    if request.count_keys:
+        count_status = steps.start("count keys", f"at revision {hashkv.revision}")
+        counter = _KeyCounter(request, candidate.endpoint, hashkv.revision)
+        counter.start()
 
     status = steps.start("stream", f"from {candidate.name} ({candidate.endpoint})")
     progress.source(candidate)
+    counts: KeyCounts | None = None
     try:
         with store.open_writer(f"{prefix}/{object_name}") as writer:
-            streamed = _stream(request, candidate, writer, progress, cancel)
+            try:
+                streamed = _stream(request, candidate, writer, progress, cancel)
+            except BaseException:
+                if counter is not None and count_status is not None:
+                    counter.cancel()
+                    steps.finish(count_status, "cancelled: the stream failed", failed=True,
+                                 at=counter.finished_at)
+                raise
+            if counter is not None and count_status is not None:
+                try:
+                    counts = counter.result()
+                except BaseException as exc:
+                    steps.finish(count_status, str(exc), failed=True, at=counter.finished_at)
+                    raise
+                steps.finish(count_status, f"{counts.total} keys", at=counter.finished_at)
             info = writer.commit()
     except BaseException as exc:
         steps.finish(status, str(exc), failed=True)

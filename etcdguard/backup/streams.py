@@ -3,12 +3,15 @@
 The chain is pull-based: age's ``encrypt_io`` reads from a zstd ``stream_reader`` that reads
 from :class:`SnapshotReader`, which pulls gRPC chunks. Errors raised while the native code is
 pulling are kept on the adapter and re-raised by the pipeline with their original type.
+A :class:`BytePipe` (bounded) lets the etcd side and the compress/encrypt side run in two threads.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -20,16 +23,20 @@ TRAILER_BYTES = 32
 class SnapshotReader(io.RawIOBase):
     """Reads an etcd snapshot stream, hashing it and checking etcd's sha256 trailer at EOF.
 
-    etcd appends sha256(db) to the snapshot; ``trailer_ok`` is set at EOF. Chunks are passed
+    etcd appends sha256(db) to the snapshot; it is checked at EOF (``IntegrityError``). Chunks are passed
     through unchanged (trailer included) so the stored snapshot is exactly etcd's.
+
+    Each byte is hashed once: ``_body_hash`` covers everything but the last 32 bytes seen so far
+    (the trailer candidate, kept in ``_tail``), and the sha256 of the whole stream is a copy of it
+    fed the tail. :meth:`read` hands out etcd's chunks as they are, without copying them.
     """
 
     def __init__(self, chunks: Iterator[bytes], on_bytes: Callable[[int], None] | None = None) -> None:
         super().__init__()
         self._chunks = chunks
-        self._pending = memoryview(b"")
+        self._chunk = b""                    # the chunk being handed out ...
+        self._offset = 0                     # ... from this offset
         self._body_hash = hashlib.sha256()   # everything but the last 32 bytes seen so far
-        self._full_hash = hashlib.sha256()   # everything
         self._tail = b""                      # last <=32 bytes not yet in _body_hash
         self._on_bytes = on_bytes
         self.size = 0
@@ -41,13 +48,19 @@ class SnapshotReader(io.RawIOBase):
         return True
 
     def _absorb(self, chunk: bytes) -> None:
-        self._full_hash.update(chunk)
-        joined = self._tail + chunk
-        if len(joined) > TRAILER_BYTES:
-            self._body_hash.update(joined[:-TRAILER_BYTES])
-            self._tail = joined[-TRAILER_BYTES:]
+        if len(chunk) >= TRAILER_BYTES:
+            if self._tail:
+                self._body_hash.update(self._tail)
+            with memoryview(chunk) as view:
+                self._body_hash.update(view[:-TRAILER_BYTES])
+            self._tail = bytes(chunk[-TRAILER_BYTES:])
         else:
-            self._tail = joined
+            joined = self._tail + chunk
+            if len(joined) > TRAILER_BYTES:
+                self._body_hash.update(joined[:-TRAILER_BYTES])
+                self._tail = joined[-TRAILER_BYTES:]
+            else:
+                self._tail = joined
         self.size += len(chunk)
         if self._on_bytes is not None:
             self._on_bytes(len(chunk))
@@ -60,20 +73,44 @@ class SnapshotReader(io.RawIOBase):
                 f"etcd snapshot sha256 trailer does not match its content ({self.size} bytes received)"
             )
 
+    def _fill(self) -> bool:
+        """Make sure a chunk is pending; False at EOF (after the trailer check)."""
+        while self._offset >= len(self._chunk):
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                if not self.eof:
+                    self._finish()
+                return False
+            self._absorb(chunk)
+            self._chunk, self._offset = chunk, 0
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes, at most one etcd chunk: the chunk object itself when it fits."""
+        if size is None or size < 0:
+            return self.readall()
+        try:
+            if size == 0 or not self._fill():
+                return b""
+            chunk, start = self._chunk, self._offset
+            if start == 0 and size >= len(chunk):
+                self._offset = len(chunk)
+                return chunk
+            end = min(len(chunk), start + size)
+            self._offset = end
+            return chunk[start:end]
+        except BaseException as exc:
+            self.error = exc
+            raise
+
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:
-            while not self._pending:
-                try:
-                    chunk = next(self._chunks)
-                except StopIteration:
-                    if not self.eof:
-                        self._finish()
-                    return 0
-                self._absorb(chunk)
-                self._pending = memoryview(chunk)
-            n = min(len(buffer), len(self._pending))
-            buffer[:n] = self._pending[:n]
-            self._pending = self._pending[n:]
+            if not self._fill():
+                return 0
+            n = min(len(buffer), len(self._chunk) - self._offset)
+            buffer[:n] = memoryview(self._chunk)[self._offset:self._offset + n]
+            self._offset += n
             return n
         except BaseException as exc:
             self.error = exc
@@ -82,7 +119,9 @@ class SnapshotReader(io.RawIOBase):
     @property
     def sha256(self) -> str:
         """sha256 of every byte read (the snapshot file as ``etcdctl snapshot save`` writes it)."""
-        return self._full_hash.hexdigest()
+        full = self._body_hash.copy()
+        full.update(self._tail)
+        return full.hexdigest()
 
 
 class HashingWriter(io.RawIOBase):
@@ -144,3 +183,91 @@ class HashingReader(io.RawIOBase):
     def sha256(self) -> str:
         """sha256 of everything read so far."""
         return self._hash.hexdigest()
+
+
+class PipeClosedError(Exception):
+    """The other end of a :class:`BytePipe` is gone (the reader stopped, or the writer aborted)."""
+
+
+class BytePipe(io.RawIOBase):
+    """A bounded in-memory pipe between one writer thread and one reader thread.
+
+    The writer puts blocks with :meth:`put` (blocking while ``max_bytes`` are already queued)
+    and ends with :meth:`close_write` (EOF) or :meth:`abort` (the reader's next read raises
+    :class:`PipeClosedError`). The reader gets the blocks as they were put, without copying,
+    and calls :meth:`close_read` when it stops, so a blocked writer never waits forever.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__()
+        self._cond = threading.Condition()
+        self._blocks: deque[bytes] = deque()
+        self._queued = 0
+        self._max = max_bytes
+        self._eof = False
+        self._aborted = False
+        self._reader_gone = False
+        self.peak_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def put(self, block: bytes) -> None:
+        """Queue ``block``; raises PipeClosedError when the reader is gone."""
+        with self._cond:
+            while self._queued >= self._max and not self._reader_gone:
+                self._cond.wait()
+            if self._reader_gone:
+                raise PipeClosedError("the pipe's reader stopped")
+            self._blocks.append(block)
+            self._queued += len(block)
+            self.peak_bytes = max(self.peak_bytes, self._queued)
+            self._cond.notify_all()
+
+    def close_write(self) -> None:
+        """No more blocks: the reader sees EOF once the queue is drained."""
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """The writer failed: drop what is queued; the reader's next read raises PipeClosedError."""
+        with self._cond:
+            self._aborted = True
+            self._blocks.clear()
+            self._queued = 0
+            self._cond.notify_all()
+
+    def close_read(self) -> None:
+        """The reader stopped (done or failed): wake and refuse the writer from now on."""
+        with self._cond:
+            self._reader_gone = True
+            self._blocks.clear()
+            self._queued = 0
+            self._cond.notify_all()
+
+    def read(self, size: int | None = -1) -> bytes:
+        """The next queued block (or its first ``size`` bytes); b"" at EOF."""
+        if size is None or size < 0:
+            return self.readall()
+        with self._cond:
+            while not self._blocks and not self._eof and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                raise PipeClosedError("the pipe's writer aborted")
+            if not self._blocks or size == 0:
+                return b""
+            block = self._blocks[0]
+            if size >= len(block):
+                self._blocks.popleft()
+            else:
+                self._blocks[0] = block[size:]
+                block = block[:size]
+            self._queued -= len(block)
+            self._cond.notify_all()
+            return block
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)

@@ -143,6 +143,11 @@ class MemberClient:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.enable_retries", 0),
+            # one thread per stream and a capped HTTP/2 window: the snapshot stream is consumed
+            # at the pipeline's pace instead of being buffered in memory when etcd is faster
+            ("SingleThreadedUnaryStream", 1),
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", 1 << 20),
         ]
         if tls.server_name:
             options.append(("grpc.ssl_target_name_override", tls.server_name))

@@ -26,9 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import boto3
 import botocore.exceptions as bex
-from botocore.config import Config
 
 from etcdguard.config import S3StoreConfig
 from etcdguard.errors import ConfigError, StorageError, StorageUnavailableError
@@ -312,6 +310,11 @@ class S3Store(BlobStore):
         self.endpoint = _safe_endpoint(config.endpoint_url)
         if (config.access_key_id is None) != (config.secret_access_key is None):
             raise ConfigError("S3 store: set both access_key_id and secret_access_key, or neither")
+        # Imported here: boto3 costs ~0.2 s and ~20 MB, which processes without an S3 store
+        # (the local store, most commands) need not pay.
+        import boto3
+        from botocore.config import Config
+
         try:
             session = boto3.Session(
                 profile_name=config.profile,
