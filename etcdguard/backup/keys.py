@@ -117,18 +117,21 @@ def generate_keys(directory: Path, *, force: bool = False) -> GeneratedKeys:
                          recipient_text=recipient, key_id=key.key_id)
 
 
-def parse_recipients(texts: list[str], files: list[Path] | None = None) -> list[pyrage.x25519.Recipient]:
-    """Parse ``age1...`` recipients from strings and recipient files (one per line, # comments)."""
+def recipient_lines(texts: list[str], files: list[Path] | None = None) -> list[str]:
+    """Recipient strings from ``texts`` and recipient files (one per line, # comments dropped)."""
     lines = list(texts)
     for path in files or []:
         try:
             lines += path.read_text().splitlines()
         except OSError as exc:
             raise ConfigError(f"cannot read recipients file {path}: {exc.strerror or exc}") from None
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+def parse_recipients(texts: list[str], files: list[Path] | None = None) -> list[pyrage.x25519.Recipient]:
+    """Parse ``age1...`` recipients from strings and recipient files (one per line, # comments)."""
     recipients = []
-    for line in (ln.strip() for ln in lines):
-        if not line or line.startswith("#"):
-            continue
+    for line in recipient_lines(texts, files):
         try:
             recipients.append(pyrage.x25519.Recipient.from_str(line))
         except Exception:  # pyrage raises its own RecipientError types

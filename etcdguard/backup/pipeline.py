@@ -26,7 +26,7 @@ import zstandard
 
 from etcdguard import __version__
 from etcdguard.backup.keycount import count_keys
-from etcdguard.backup.keys import SigningKey, fingerprint, load_signing_key, parse_recipients
+from etcdguard.backup.keys import SigningKey, fingerprint, load_signing_key, parse_recipients, recipient_lines
 from etcdguard.backup.manifest import (
     ENCRYPTED_OBJECT,
     MANIFEST_NAME,
@@ -477,12 +477,8 @@ def _backup_from(request: BackupRequest, store: BlobStore, candidate: SourceCand
 def request_from_settings(settings: Settings) -> BackupRequest:
     """Build a BackupRequest from configuration (loads recipients and the signing key)."""
     enc = settings.encryption
-    files = [enc.recipients_file] if enc.recipients_file else []
-    parsed = parse_recipients(list(enc.recipients), files)
-    texts = list(enc.recipients)
-    for path in files:
-        texts += [ln.strip() for ln in path.read_text().splitlines()
-                  if ln.strip() and not ln.strip().startswith("#")]
+    texts = recipient_lines(list(enc.recipients), [enc.recipients_file] if enc.recipients_file else [])
+    parsed = parse_recipients(texts)
     key_file = settings.signing.key_file
     return BackupRequest(
         etcd=settings.etcd,

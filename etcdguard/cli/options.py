@@ -9,10 +9,8 @@ import typer
 
 from etcdguard.backup.catalog import Catalog
 from etcdguard.backup.keys import (
-    SigningKey,
     VerifyKey,
     load_identities,
-    load_signing_key,
     trusted_verify_keys,
 )
 from etcdguard.config import Settings
@@ -69,12 +67,6 @@ def open_catalog(settings: Settings) -> Catalog:
     """The catalog of the configured cluster in the configured store."""
     store, _ = open_configured_store(settings)
     return Catalog(store, settings.backup.cluster_name)
-
-
-def signing_key(settings: Settings) -> SigningKey | None:
-    """The configured signing key, if any."""
-    path = settings.signing.key_file
-    return load_signing_key(path) if path else None
 
 
 def verify_keys(settings: Settings, skip_signature: bool) -> list[VerifyKey] | None:

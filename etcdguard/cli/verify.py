@@ -14,7 +14,7 @@ from etcdguard.backup.catalog import Catalog, safe_entries
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import OutputFormat, fail, handle_errors, print_json, settings, state, stderr, stdout
 from etcdguard.errors import ExitCode, IntegrityError
-from etcdguard.verify import VerificationReport, Verifier, VerifyOptions, sandbox_factory
+from etcdguard.verify import VerificationReport, Verifier, options_from_settings, sandbox_factory
 
 _MARKS = {"done": "[green]ok[/]", "failed": "[red]FAILED[/]", "skipped": "[yellow]skipped[/]"}
 
@@ -142,11 +142,7 @@ def verify_command(
         if cfg.signing.key_file is None and cfg.signing.allow_unsigned:
             stderr.print("[bold yellow]WARNING: no signing key: the verdict is written UNSIGNED[/]")
         catalog = opt.open_catalog(cfg)
-        options = VerifyOptions(identities=opt.identities(cfg),
-                                trusted_keys=opt.verify_keys(cfg, insecure_skip_signature),
-                                signing_key=opt.signing_key(cfg), allow_unsigned=cfg.signing.allow_unsigned,
-                                accept_inconclusive_hash=cfg.verify.accept_inconclusive_hash,
-                                workdir=cfg.verify.workdir)
+        options = options_from_settings(cfg, opt.verify_keys(cfg, insecure_skip_signature))
         verifier = Verifier(catalog, sandbox_factory(cfg.verify), options, on_step=printer)
         targets = _targets(catalog, backup_id, latest, unverified)
         if not targets and not quiet:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from etcdguard.backup.catalog import Catalog, safe_entries
-from etcdguard.backup.keys import load_identities, load_signing_key, trusted_verify_keys
+from etcdguard.backup.keys import trusted_verify_keys
 from etcdguard.backup.pipeline import BackupResult, request_from_settings, take_backup
 from etcdguard.config import LocalStoreConfig, Settings
 from etcdguard.errors import EtcdGuardError, OperationInterruptedError
@@ -167,20 +167,15 @@ def snapshot_job(runtime: Runtime) -> None:
 
 
 def _verify(runtime: Runtime, backup_ids: list[str] | None) -> bool:
-    from etcdguard.verify import Verifier, VerifyOptions, sandbox_factory
+    from etcdguard.verify import Verifier, options_from_settings, sandbox_factory
 
     settings = runtime.settings
     identity = settings.encryption.identity_file
     if identity is None:
         log.warning("verification skipped: no encryption.identity_file configured for this service")
         return False
-    options = VerifyOptions(
-        identities=load_identities(identity),
-        trusted_keys=trusted_verify_keys(list(settings.signing.public_keys), settings.signing.key_file, identity),
-        signing_key=load_signing_key(settings.signing.key_file) if settings.signing.key_file else None,
-        allow_unsigned=settings.signing.allow_unsigned,
-        accept_inconclusive_hash=settings.verify.accept_inconclusive_hash,
-        workdir=settings.verify.workdir)
+    trusted = trusted_verify_keys(list(settings.signing.public_keys), settings.signing.key_file, identity)
+    options = options_from_settings(settings, trusted)
     catalog = runtime.catalog()
     verifier = Verifier(catalog, sandbox_factory(settings.verify), options)
     targets = backup_ids if backup_ids is not None else [

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from etcdguard.config import VerifyConfig
+from etcdguard.backup.keys import VerifyKey, load_identities, load_signing_key
+from etcdguard.config import Settings, VerifyConfig
 from etcdguard.verify.docker import DockerSandbox
 from etcdguard.verify.process import ProcessSandbox
 from etcdguard.verify.sandbox import RestoreError, RunningEtcd, Sandbox, SnapshotStatus
@@ -27,8 +28,20 @@ __all__ = [
     "VerificationReport",
     "Verifier",
     "VerifyOptions",
+    "options_from_settings",
     "sandbox_factory",
 ]
+
+
+def options_from_settings(settings: Settings, trusted_keys: list[VerifyKey] | None) -> VerifyOptions:
+    """VerifyOptions from configuration: identity, signing key and policy (``trusted_keys`` as given)."""
+    identity, key_file = settings.encryption.identity_file, settings.signing.key_file
+    return VerifyOptions(identities=load_identities(identity) if identity else [],
+                         trusted_keys=trusted_keys,
+                         signing_key=load_signing_key(key_file) if key_file else None,
+                         allow_unsigned=settings.signing.allow_unsigned,
+                         accept_inconclusive_hash=settings.verify.accept_inconclusive_hash,
+                         workdir=settings.verify.workdir)
 
 
 def sandbox_factory(config: VerifyConfig, kind: str | None = None) -> Callable[[str], Sandbox]:

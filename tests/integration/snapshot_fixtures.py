@@ -88,9 +88,9 @@ def cli(tmp_path: Path) -> CLI:
     return CLI(home, {})
 
 
-def load_sample(client: MemberClient, count: int, value_size: int = 600) -> None:
+def load_sample(client: MemberClient, count: int, value_size: int = 600, seed: int = 7) -> None:
     """Put ``count`` Kubernetes-like objects (in a few threads)."""
-    batch = list(items(count, value_size=value_size))
+    batch = list(items(count, value_size=value_size, seed=seed))
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda kv: client.put(kv[0], kv[1]), batch))
 

@@ -1,34 +1,26 @@
 """Fixtures and helpers for the verification tests (import them explicitly; conftest is not ours).
 
-``make_backup`` writes a REAL backup exactly as format v1 says, without the snapshot pipeline:
-MemberClient.snapshot() of a real etcd -> zstd -> age (pyrage) -> LocalStore, a manifest from a
-real HashKV(0) + key counts, sealed with a real Ed25519 key. ``manifest_from`` takes the HashKV
-and key counts from ANOTHER cluster, which makes a backup whose content does not match its
-(validly signed) manifest.
+``make_backup`` takes a REAL backup of a real etcd with the snapshot pipeline into a LocalStore.
+``manifest_from`` takes the HashKV and key counts from ANOTHER cluster, which makes a backup
+whose content does not match its (validly signed) manifest.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pyrage
 import pytest
-import zstandard
 
 from etcdguard.backup.catalog import Catalog
 from etcdguard.backup.keycount import count_keys
 from etcdguard.backup.keys import (
     GeneratedKeys,
-    fingerprint,
     generate_keys,
     load_identities,
     load_signing_key,
@@ -36,38 +28,22 @@ from etcdguard.backup.keys import (
     parse_recipients,
 )
 from etcdguard.backup.manifest import (
-    ENCRYPTED_OBJECT,
     MANIFEST_NAME,
-    ClusterRef,
     HashKVRecord,
     Manifest,
-    SnapshotInfo,
-    SourceMember,
-    StoredObject,
     backup_prefix,
-    new_backup_id,
     seal,
 )
-from etcdguard.backup.streams import HashingWriter, SnapshotReader
-from etcdguard.config import VerifyConfig
+from etcdguard.backup.pipeline import BackupRequest, take_backup
+from etcdguard.config import EtcdConfig, VerifyConfig
 from etcdguard.etcd.client import MemberClient
-from etcdguard.sample_data import items
 from etcdguard.storage import LocalStore
 from etcdguard.verify import Verifier, VerifyOptions, sandbox_factory
 from etcdguard.verify.dockerres import OWNER_LABEL, SANDBOX_LABEL, owner_token
-from tests.support.etcd_cluster import TEST_ETCD_DIRS, EtcdCluster, etcd_cluster, installation
+from tests.integration.snapshot_fixtures import REQUIRE_ALL, load_sample, require_etcd
+from tests.support.etcd_cluster import TEST_ETCD_DIRS, EtcdCluster, etcd_cluster
 
-REQUIRE_ALL = os.environ.get("ETCDGUARD_REQUIRE_ALL") == "1"
 CLUSTER = "verify-test"
-
-
-def require_etcd(version: str) -> None:
-    """Skip (or fail with ETCDGUARD_REQUIRE_ALL=1) when an etcd version is not installed."""
-    if installation(version) is None:
-        message = f"etcd {version} not installed (scripts/install-test-deps.sh)"
-        if REQUIRE_ALL:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def docker_or_skip() -> Any:
@@ -83,13 +59,6 @@ def docker_or_skip() -> Any:
         if REQUIRE_ALL:
             pytest.fail(message)
         pytest.skip(message)
-
-
-def load_sample(client: MemberClient, count: int, seed: int = 7, value_size: int = 400) -> None:
-    """Put ``count`` Kubernetes-like objects."""
-    batch = list(items(count, value_size=value_size, seed=seed))
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda kv: client.put(kv[0], kv[1]), batch))
 
 
 @dataclass
@@ -125,39 +94,32 @@ class Backups:
 
 def make_backup(backups: Backups, source: MemberClient, *, manifest_from: MemberClient | None = None,
                 hashkv_overrides: dict[str, int] | None = None, etcd_version: str | None = None) -> Manifest:
-    """Write a real, signed backup of ``source`` (see the module docstring); returns its manifest."""
-    measured = manifest_from or source
-    hashkv = measured.hash_kv(0)
-    counts = count_keys(measured, hashkv.revision)
-    status = source.status()
-    created = datetime.now(timezone.utc)
-    backup_id = new_backup_id(created)
-    prefix = backup_prefix(backups.cluster, backup_id)
-    recipient_text = backups.keys.recipient_text
-    chunks = source.snapshot()
-    reader = SnapshotReader(chunks)
-    with backups.store.open_writer(f"{prefix}/{ENCRYPTED_OBJECT}") as writer:
-        sink = HashingWriter(writer.write)
-        compressed = zstandard.ZstdCompressor(level=3).stream_reader(reader, closefd=False)  # type: ignore[arg-type]
-        pyrage.encrypt_io(compressed, sink, parse_recipients([recipient_text]))
-        info = writer.commit()
-    assert reader.eof and info.size == sink.size
-    record = HashKVRecord(revision=hashkv.revision, hash=hashkv.hash,
-                          compact_revision=hashkv.compact_revision)
-    if hashkv_overrides:
-        record = record.model_copy(update=hashkv_overrides)
+    """Take a real, signed backup of ``source`` with the snapshot pipeline; returns its manifest.
+
+    ``manifest_from``, ``hashkv_overrides`` and ``etcd_version`` then rewrite the manifest and
+    sign it again with the real key: a backup whose content does not match its (validly signed)
+    manifest.
+    """
     key = load_signing_key(backups.keys.signing_key)
-    manifest = Manifest(
-        backup_id=backup_id,
-        cluster=ClusterRef(name=backups.cluster, cluster_id=f"{status.cluster_id:x}"),
-        source=SourceMember(name="m0", member_id=f"{status.member_id:x}", endpoint=source.endpoint,
-                            etcd_version=etcd_version or status.version),
-        hashkv=record, key_counts=counts,
-        snapshot=SnapshotInfo(size=reader.size, sha256=reader.sha256, trailer_sha256=reader.trailer_hex),
-        stored=StoredObject(key=ENCRYPTED_OBJECT, size=sink.size, sha256=sink.sha256, compression_level=3,
-                            encryption="age-x25519", recipients=[fingerprint(recipient_text)]),
-        signing_key_id=key.key_id, created_at=created, finished_at=datetime.now(timezone.utc),
-        tool_version="test")
+    request = BackupRequest(
+        etcd=EtcdConfig(endpoints=[source.endpoint]), cluster_name=backups.cluster,
+        recipients=parse_recipients([backups.keys.recipient_text]),
+        recipient_texts=[backups.keys.recipient_text], signing_key=key)
+    manifest = take_backup(request, backups.store).manifest
+    if manifest_from is None and not hashkv_overrides and etcd_version is None:
+        return manifest
+    update: dict[str, Any] = {}
+    if manifest_from is not None:
+        hashkv = manifest_from.hash_kv(0)
+        update["hashkv"] = HashKVRecord(revision=hashkv.revision, hash=hashkv.hash,
+                                        compact_revision=hashkv.compact_revision)
+        update["key_counts"] = count_keys(manifest_from, hashkv.revision)
+    if hashkv_overrides:
+        update["hashkv"] = update.get("hashkv", manifest.hashkv).model_copy(update=hashkv_overrides)
+    if etcd_version is not None:
+        update["source"] = manifest.source.model_copy(update={"etcd_version": etcd_version})
+    manifest = manifest.model_copy(update=update)
+    prefix = backup_prefix(backups.cluster, manifest.backup_id)
     backups.store.put_bytes(f"{prefix}/{MANIFEST_NAME}", seal("manifest", manifest, key))
     return manifest
 
@@ -224,6 +186,6 @@ def source_cluster(base: Path, version: str, objects: int = 120, seed: int = 7) 
     require_etcd(version)
     with etcd_cluster(base, version) as cluster:
         with cluster.client() as client:
-            load_sample(client, objects, seed=seed)
+            load_sample(client, objects, value_size=400, seed=seed)
             client.put(b"/not-kubernetes/flag", b"1")
         yield cluster
