@@ -25,6 +25,12 @@ kernel's high-water mark of resident memory of *that* process (not the max over 
 ``getrusage(RUSAGE_CHILDREN)`` gives, and exact rather than sampled). etcdguard starts no
 subprocesses, so this is the peak of etcdguard itself, native buffers and threads included.
 
+CPU: each run records its own user + system time and what etcd and SeaweedFS used meanwhile
+(from /proc). Their sum is the CPU the case needs; spread perfectly over this machine's cores it
+gives the shortest wall time the case could have, and so the best ratio to the baseline it could
+reach here (column ``max x``): on a small machine, where etcd and SeaweedFS share the cores with
+etcdguard, that ceiling, not etcdguard's code, may decide whether a target can be met.
+
 Everything (etcd, SeaweedFS, temp dirs, half-run subprocesses) is stopped and removed on exit,
 Ctrl-C or SIGTERM. Results are printed as a table and written as JSON to bench/results/.
 """
@@ -165,6 +171,7 @@ class Measured:
     max_rss_bytes: int
     cpu_seconds: float  # its user + system time
     other_cpu_seconds: float  # CPU the rest of the machine used meanwhile, minus etcd and SeaweedFS
+    server_cpu_seconds: dict[str, float]  # CPU each server (etcd, SeaweedFS) used meanwhile
     returncode: int
     stdout: str
     stderr: str
@@ -192,17 +199,22 @@ def _process_cpu_seconds(pids: list[int]) -> float:
     return total / _TICK
 
 
+def _servers_cpu(servers: dict[str, list[int]]) -> dict[str, float]:
+    return {name: _process_cpu_seconds(pids) for name, pids in servers.items()}
+
+
 def run_measured(cmd: list[str], env: dict[str, str], workdir: Path, timeout: float,
-                 server_pids: list[int]) -> Measured:
+                 servers: dict[str, list[int]]) -> Measured:
     """Run ``cmd``; wall time from spawn to exit; peak RSS and CPU from ``os.wait4`` on its own pid.
 
     The child gets its own session (a terminal Ctrl-C reaches only this script, which then kills
     it by pid); a timer kills it after ``timeout`` seconds. ``other_cpu_seconds`` is what the
-    machine spent meanwhile on anything but the child and ``server_pids`` (this host is shared:
-    it says how noisy the run was).
+    machine spent meanwhile on anything but the child and the servers (this host is shared:
+    it says how noisy the run was). ``servers`` names the server processes whose CPU is part of the
+    work (etcd, SeaweedFS): what each used meanwhile is kept, so the CPU the whole case needs is known.
     """
     out_path, err_path = workdir / "cmd.stdout", workdir / "cmd.stderr"
-    busy0, servers0 = _busy_seconds(), _process_cpu_seconds(server_pids)
+    busy0, servers0 = _busy_seconds(), _servers_cpu(servers)
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
@@ -231,9 +243,12 @@ def run_measured(cmd: list[str], env: dict[str, str], workdir: Path, timeout: fl
     if timed_out.is_set():
         raise TimeoutError(f"{cmd[0]} did not finish in {timeout:g}s")
     cpu = usage.ru_utime + usage.ru_stime
-    other = _busy_seconds() - busy0 - cpu - (_process_cpu_seconds(server_pids) - servers0)
+    busy = _busy_seconds() - busy0
+    server_cpu = {name: round(used - servers0[name], 2) for name, used in _servers_cpu(servers).items()}
+    other = busy - cpu - sum(server_cpu.values())
     return Measured(wall, usage.ru_maxrss * 1024, cpu, max(0.0, other),  # ru_maxrss is in KiB on Linux
-                    proc.returncode, out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
+                    server_cpu, proc.returncode, out_path.read_text(errors="replace"),
+                    err_path.read_text(errors="replace"))
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -255,6 +270,7 @@ class RunResult:
     max_rss_bytes: int
     cpu_seconds: float
     other_cpu_seconds: float
+    server_cpu_seconds: dict[str, float] = field(default_factory=dict)
     snapshot_bytes: int | None = None
     stored_bytes: int | None = None
     compression_ratio: float | None = None
@@ -281,11 +297,11 @@ class Bench:
     def endpoint(self) -> str:
         return self.cluster.endpoints[0]
 
-    def server_pids(self) -> list[int]:
+    def servers(self) -> dict[str, list[int]]:
         """etcd's and SeaweedFS's processes (their CPU is part of the measured work, not noise)."""
-        pids = [m.process.pid for m in self.cluster.members if m.process is not None]
         weed = self.seaweed._proc  # the test helper keeps its Popen private
-        return pids + ([weed.pid] if weed is not None else [])
+        return {"etcd": [m.process.pid for m in self.cluster.members if m.process is not None],
+                "seaweedfs": [weed.pid] if weed is not None else []}
 
     def db_size(self) -> int:
         with MemberClient(self.endpoint, timeout=10) as c:
@@ -306,7 +322,7 @@ class Bench:
                        "snapshot", "save", str(scratch / "snapshot.db")]
                 m = self._run(cmd, clean_env())
                 return RunResult(case, size_target_mb, round_no, db, m.wall_seconds, db / MB / m.wall_seconds,
-                                 m.max_rss_bytes, m.cpu_seconds, m.other_cpu_seconds,
+                                 m.max_rss_bytes, m.cpu_seconds, m.other_cpu_seconds, m.server_cpu_seconds,
                                  snapshot_bytes=(scratch / "snapshot.db").stat().st_size, warmup=warmup)
             base_case, _, variant = case.partition("@")
             if base_case == "etcdguard-s3":
@@ -325,7 +341,7 @@ class Bench:
             if not info.get("encrypted") or not info.get("signed"):
                 raise RuntimeError(f"{case}: backup not encrypted and signed: {info}")
             return RunResult(case, size_target_mb, round_no, db, m.wall_seconds, db / MB / m.wall_seconds,
-                             m.max_rss_bytes, m.cpu_seconds, m.other_cpu_seconds,
+                             m.max_rss_bytes, m.cpu_seconds, m.other_cpu_seconds, m.server_cpu_seconds,
                              snapshot_bytes=info["snapshot_bytes"],
                              stored_bytes=info["stored_bytes"],
                              compression_ratio=info["snapshot_bytes"] / info["stored_bytes"],
@@ -336,7 +352,7 @@ class Bench:
                 self._empty_bucket()
 
     def _run(self, cmd: list[str], env: dict[str, str]) -> Measured:
-        m = run_measured(cmd, env, self.workdir, self.timeout, self.server_pids())
+        m = run_measured(cmd, env, self.workdir, self.timeout, self.servers())
         if m.returncode != 0:
             raise RuntimeError(f"{Path(cmd[0]).name} {cmd[1]} exited {m.returncode}: "
                                f"{m.stderr.strip()[-2000:]}")
@@ -351,7 +367,13 @@ class Bench:
 
 # -- report ---------------------------------------------------------------------------------------
 
-def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
+def summarize(results: list[RunResult], cpus: int) -> list[dict[str, Any]]:
+    """One row per size and case: medians of the measured rounds.
+
+    ``cpu_bound_max_vs_baseline`` is the best ratio the case could reach on this machine: all the
+    CPU the case needs (the measured process plus etcd and SeaweedFS meanwhile) spread perfectly
+    over ``cpus`` cores gives a shortest possible wall time.
+    """
     rows: list[dict[str, Any]] = []
     cases = [c for c in CASES if any(r.case == c for r in results)]
     cases += sorted({r.case for r in results} - set(CASES))  # variants, after the standard cases
@@ -365,6 +387,11 @@ def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
             if case == BASELINE:
                 base = median
             ratios = [r.compression_ratio for r in runs if r.compression_ratio]
+            server_cpu = {name: round(statistics.median(r.server_cpu_seconds.get(name, 0.0) for r in runs), 2)
+                          for name in sorted({n for r in runs for n in r.server_cpu_seconds})}
+            total_cpu = statistics.median(r.cpu_seconds + sum(r.server_cpu_seconds.values()) for r in runs)
+            db_mb = statistics.median(r.db_bytes for r in runs) / MB
+            ceiling = db_mb / (total_cpu / cpus) if total_cpu else None
             rows.append({
                 "size_target_mb": size,
                 "db_mb": round(statistics.median(r.db_bytes for r in runs) / MB, 1),
@@ -375,6 +402,9 @@ def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
                 "vs_baseline": round(median / base, 3) if base else None,
                 "median_wall_s": round(statistics.median(r.wall_seconds for r in runs), 2),
                 "median_cpu_s": round(statistics.median(r.cpu_seconds for r in runs), 2),
+                "median_server_cpu_s": server_cpu,
+                "median_total_cpu_s": round(total_cpu, 2),
+                "cpu_bound_max_vs_baseline": round(ceiling / base, 2) if ceiling and base else None,
                 "median_other_load_cores": round(statistics.median(r.other_cpu_seconds / r.wall_seconds
                                                                    for r in runs), 2),
                 "median_pipeline_s": (round(statistics.median(r.pipeline_seconds for r in runs
@@ -393,7 +423,9 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         if row["case"] == "etcdguard-s3":
             ok = row["vs_baseline"] is not None and row["vs_baseline"] >= S3_TARGET_RATIO
             lines.append(f"{'PASS' if ok else 'FAIL'}  etcdguard-s3 @ {row['db_mb']:.0f} MB: "
-                         f"{row['vs_baseline']}x baseline (target >= {S3_TARGET_RATIO}x)")
+                         f"{row['vs_baseline']}x baseline (target >= {S3_TARGET_RATIO}x; the "
+                         f"{row['median_total_cpu_s']} CPU-s it needs, etcd and SeaweedFS included, cap it at "
+                         f"{row['cpu_bound_max_vs_baseline']}x on this machine's cores)")
         if row["case"].startswith("etcdguard"):
             ok = row["peak_rss_mb"] <= RSS_TARGET_MB
             lines.append(f"{'PASS' if ok else 'FAIL'}  {row['case']} @ {row['db_mb']:.0f} MB: peak RSS "
@@ -414,13 +446,17 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
 def render(rows: list[dict[str, Any]]) -> str:
     width = max([16] + [len(r["case"]) for r in rows])
     head = (f"{'db MB':>7}  {'case':<{width}} {'MB/s (rounds)':<22} {'median':>7} {'x base':>7} "
-            f"{'wall s':>7} {'cpu s':>6} {'compr':>6} {'RSS MB med/max':>14} {'other load':>10}")
+            f"{'wall s':>7} {'cpu s':>6} {'etcd':>5} {'s3':>5} {'max x':>6} {'compr':>6} "
+            f"{'RSS MB med/max':>14} {'other load':>10}")
     lines = [head, "-" * len(head)]
     for r in rows:
         per_round = " ".join(f"{v:.0f}" for v in r["mb_per_s"])
         ratio = f"{r['compression_ratio']:.2f}x" if r["compression_ratio"] else "-"
         lines.append(f"{r['db_mb']:>7.0f}  {r['case']:<{width}} {per_round:<22} {r['median_mb_per_s']:>7.1f} "
-                     f"{r['vs_baseline']:>6.2f}x {r['median_wall_s']:>7.2f} {r['median_cpu_s']:>6.2f} {ratio:>6} "
+                     f"{r['vs_baseline']:>6.2f}x {r['median_wall_s']:>7.2f} {r['median_cpu_s']:>6.2f} "
+                     f"{r['median_server_cpu_s'].get('etcd', 0.0):>5.2f} "
+                     f"{r['median_server_cpu_s'].get('seaweedfs', 0.0):>5.2f} "
+                     f"{r['cpu_bound_max_vs_baseline'] or 0:>5.2f}x {ratio:>6} "
                      f"{r['median_peak_rss_mb']:>6.0f} / {r['peak_rss_mb']:<5.0f} "
                      f"{r['median_other_load_cores']:>9.2f}c")
     return "\n".join(lines)
@@ -495,7 +531,7 @@ def find_etcdguard() -> str:
 def report(path: Path) -> int:
     """Re-render an earlier results file (summaries are recomputed from its runs)."""
     data = json.loads(path.read_text())
-    rows = summarize([RunResult(**r) for r in data["runs"]])
+    rows = summarize([RunResult(**r) for r in data["runs"]], data["host"]["cpus"])
     print(f"{' '.join(data['command'])}  ({data['started_at']}, {data['host']['cpus']} CPUs)")
     print(render(rows))
     print()
@@ -551,14 +587,16 @@ def main(argv: list[str] | None = None) -> int:
                         results.append(r)
                         tag = "warmup" if warm else f"round {round_no + 1}/{args.rounds}"
                         ratio = f", {r.compression_ratio:.2f}x" if r.compression_ratio else ""
+                        servers_cpu = sum(r.server_cpu_seconds.values())
                         print(f"  {size} MB {tag} {case:<20} {r.wall_seconds:6.2f}s {r.mb_per_s:6.1f} MB/s, "
-                              f"cpu {r.cpu_seconds:5.2f}s, RSS {r.max_rss_bytes / MB:.1f} MB{ratio}, "
+                              f"cpu {r.cpu_seconds:5.2f}s (servers {servers_cpu:5.2f}s), "
+                              f"RSS {r.max_rss_bytes / MB:.1f} MB{ratio}, "
                               f"other load {r.other_cpu_seconds / r.wall_seconds:.2f} cores",
                               file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    rows = summarize(results)
+    rows = summarize(results, os.cpu_count() or 1)
     print()
     print(render(rows))
     print()

@@ -74,7 +74,7 @@ class S3StoreConfig(_Model):
     sse_kms_key_id: str | None = None
     storage_class: str | None = None
     object_lock_days: int | None = Field(None, ge=1)
-    part_size_mb: int = Field(8, ge=5, le=5120)
+    part_size_mb: int = Field(5, ge=5, le=5120)
     max_concurrency: int = Field(2, ge=1, le=32)
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(60.0, gt=0)

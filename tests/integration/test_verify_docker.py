@@ -183,11 +183,17 @@ def test_sigint_to_the_cli_exits_130_and_cleans_up(tmp_path: Path, backups: Back
            "ETCDGUARD_VERIFY__WORKDIR": str(workdir), "TMPDIR": str(tmp_path / "systmp"),
            "ETCDGUARD_VERIFY__START_TIMEOUT": "600"}
     flt = {"label": f"etcdguard.backup-id={manifest.backup_id}"}
-    proc = subprocess.Popen(
-        [shutil.which("etcdguard") or "etcdguard", "verify", manifest.backup_id, "--store", str(backups.store.root),
-         "--cluster-name", backups.cluster, "--identity", str(backups.keys.identity),
-         "--signing-key", str(backups.keys.signing_key), "--sandbox", "docker"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a test run started in the background ignores SIGINT, and so would the CLI it starts: a
+    # handler (reset to the default by exec) instead of SIG_IGN while the CLI is spawned
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [shutil.which("etcdguard") or "etcdguard", "verify", manifest.backup_id, "--store",
+             str(backups.store.root), "--cluster-name", backups.cluster, "--identity", str(backups.keys.identity),
+             "--signing-key", str(backups.keys.signing_key), "--sandbox", "docker"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 60
     while not docker_client.containers.list(filters=flt) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
