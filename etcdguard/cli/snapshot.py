@@ -96,7 +96,8 @@ def snapshot(
     cacert: opt.CACert = None,
     cert: opt.Cert = None,
     key: opt.Key = None,
-    member: Annotated[str | None, typer.Option("--member", help="Stream from this member (default: leader).")] = None,
+    member: Annotated[str | None, typer.Option(
+        "--member", help="Stream from this member: name, hex id or client URL (default: the leader).")] = None,
     store: opt.Store = None,
     s3_endpoint_url: opt.S3Endpoint = None,
     cluster_name: opt.Cluster = None,

@@ -27,7 +27,7 @@ from etcdguard.config import EtcdConfig, MonitorConfig
 from etcdguard.errors import ConfigError, EtcdGuardError, EtcdUnavailableError
 from etcdguard.etcd.client import AlarmInfo, MemberClient, MemberInfo, MemberStatus, TLSFiles
 from etcdguard.etcd.client import parse_endpoint as _parse_endpoint
-from etcdguard.etcd.connect import credentials_from_config, tls_from_config
+from etcdguard.etcd.connect import credentials_from_config, names_member, source_rank, tls_from_config
 
 DEFAULT_QUOTA_BYTES = 2 * 1024**3
 QuotaSource = Literal["config", "metrics", "assumed"]
@@ -136,7 +136,7 @@ class ClusterHealth:
     def member(self, key: str) -> MemberHealth | None:
         """Find a member by name, hex id or endpoint."""
         for m in self.members:
-            if key in (m.name, m.id_hex, m.endpoint) or key in m.client_urls:
+            if names_member(key, m.name, m.id, m.client_urls) or key == m.endpoint:
                 return m
         return None
 
@@ -171,7 +171,7 @@ def pick_snapshot_source(health: ClusterHealth, member_name: str | None = None) 
             raise EtcdUnavailableError(f"etcd member {m.display_name} is unreachable: {why}")
         return [m]
     voters = [m for m in health.members if m.reachable and m.endpoint and not m.is_learner]
-    voters.sort(key=lambda m: (not m.is_leader, -(m.raft_applied_index or 0), m.name))
+    voters.sort(key=lambda m: source_rank(m.is_leader, m.raft_applied_index, m.name))
     return voters
 
 

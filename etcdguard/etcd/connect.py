@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from etcdguard.config import EtcdConfig
-from etcdguard.errors import EtcdGuardError, EtcdUnavailableError, PermanentError
+from etcdguard.errors import ConfigError, EtcdGuardError, EtcdUnavailableError, PermanentError
 from etcdguard.etcd.client import Credentials, MemberClient, MemberInfo, MemberStatus, TLSFiles
 
 
@@ -92,23 +92,36 @@ def local_source(cfg: EtcdConfig, endpoint: str) -> SourceCandidate:
                            status=status)
 
 
-def snapshot_sources(cfg: EtcdConfig, member_name: str | None = None) -> list[SourceCandidate]:
+def names_member(key: str, name: str, member_id: int, client_urls: Iterable[str]) -> bool:
+    """True when ``key`` (what a user typed for ``--member``) is this member's name, hex id or URL."""
+    return key in (name, f"{member_id:x}") or key in client_urls
+
+
+def source_rank(is_leader: bool, raft_applied_index: int | None, name: str) -> tuple[bool, int, str]:
+    """Sort key of snapshot sources: the leader first, then the most caught-up, then by name."""
+    return (not is_leader, -(raft_applied_index or 0), name)
+
+
+def snapshot_sources(cfg: EtcdConfig, member: str | None = None) -> list[SourceCandidate]:
     """Members to stream from, best first: the leader, then the most caught-up voting members.
 
-    With ``member_name`` only that member is returned (a ConfigError-like EtcdUnavailableError if
-    it does not answer). Learners are never chosen automatically.
+    With ``member`` (a name, hex id or client URL) only that member is returned: ConfigError when
+    the cluster has no such member, EtcdUnavailableError when it does not answer. Learners are
+    never chosen automatically.
     """
     with first_reachable(cfg) as (client, members):
         fallback = client.endpoint
-    if member_name is not None:
-        chosen = [m for m in members if m.name == member_name]
+    if member is not None:
+        chosen = [m for m in members if names_member(member, m.name, m.id, m.client_urls)]
         if not chosen:
-            names = ", ".join(m.name for m in members)
-            raise EtcdUnavailableError(f"no member named {member_name!r} (members: {names})")
-        members = chosen
+            names = ", ".join(sorted(m.name or f"{m.id:x}" for m in members))
+            raise ConfigError(f"no etcd member {member!r} (members: {names})")
+        members = chosen[:1]
     with ThreadPoolExecutor(max_workers=max(1, len(members))) as pool:
         probed = list(pool.map(lambda m: _probe(cfg, m, fallback), members))
-    candidates = [c for c in probed if c is not None and (member_name or not c.status.is_learner)]
+    if member is not None and probed[0] is None:
+        raise EtcdUnavailableError(f"etcd member {members[0].name or member} did not answer Status")
+    candidates = [c for c in probed if c is not None and (member or not c.status.is_learner)]
     if not candidates:
         raise EtcdUnavailableError("no etcd member that can serve a snapshot answered Status")
-    return sorted(candidates, key=lambda c: (not c.is_leader, -c.status.raft_applied_index))
+    return sorted(candidates, key=lambda c: source_rank(c.is_leader, c.status.raft_applied_index, c.name))

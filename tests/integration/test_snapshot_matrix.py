@@ -65,6 +65,28 @@ def test_snapshot_download_restore_round_trip(version: str, size: int, tmp_path:
         assert restored.hash_kv(manifest["hashkv"]["revision"]).hash == manifest["hashkv"]["hash"]
 
 
+def test_member_option_picks_the_source_and_an_unknown_member_is_a_config_error(
+        tmp_path: Path, cli: CLI, keys: GeneratedKeys) -> None:
+    """--member by name or hex id streams from that follower; a typo is exit 3 and leaves nothing."""
+    require_etcd("3.5.16")
+    store = tmp_path / "store"
+    with etcd_cluster(tmp_path / "etcd", "3.5.16", size=3) as cluster:
+        with cluster.client(0) as client:
+            load_sample(client, 50)
+            leader_id = client.status().leader
+            follower = next(m for m in client.member_list() if m.id != leader_id)
+        for key in (follower.name, f"{follower.id:x}"):
+            result = cli(*snapshot_args(cluster, keys, str(store), "--member", key, "-o", "json"))
+            assert result.returncode == 0, result.stderr
+            info = json.loads(result.stdout)
+            assert info["source_member"] == follower.name and info["sources_tried"] == [follower.name]
+        before = sorted(p.relative_to(store) for p in store.rglob("*"))
+        typo = cli(*snapshot_args(cluster, keys, str(store), "--member", "no-such-member"))
+    assert typo.returncode == 3, typo.stderr
+    assert typo.stderr.strip().splitlines()[-1] == "error: no etcd member 'no-such-member' (members: m0, m1, m2)"
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
 def test_standard_tools_recover_a_backup_without_etcdguard(tmp_path: Path, cli: CLI, keys: GeneratedKeys) -> None:
     """age -d | zstd -d > snapshot.db, then etcdutl snapshot restore: no etcdguard involved."""
     require_etcd("3.5.16")
