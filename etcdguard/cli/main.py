@@ -57,14 +57,13 @@ def _cap_malloc_arenas(arenas: int = 2) -> None:
     if "MALLOC_ARENA_MAX" in os.environ:
         return
     import ctypes
-    import ctypes.util
 
     m_arena_max = -8  # glibc's M_ARENA_MAX parameter number
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(m_arena_max, arenas)
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
     except (OSError, AttributeError):  # not glibc (musl has no mallopt): nothing to tune
-        pass
+        return
+    mallopt(m_arena_max, arenas)
 
 
 def run() -> None:
