@@ -394,7 +394,7 @@ def summarize(results: list[RunResult], cpus: int) -> list[dict[str, Any]]:
             ceiling = db_mb / (total_cpu / cpus) if total_cpu else None
             rows.append({
                 "size_target_mb": size,
-                "db_mb": round(statistics.median(r.db_bytes for r in runs) / MB, 1),
+                "db_mb": round(db_mb, 1),
                 "case": case,
                 "rounds": len(runs),
                 "mb_per_s": [round(r.mb_per_s, 1) for r in runs],
