@@ -1,0 +1,543 @@
+"""Generate a kubeadm-shaped control-plane node on disk (no Kubernetes needed).
+
+Everything kubeadm writes to a control-plane node that matters to etcd and to etcdguard, under a
+chosen root directory, with real X.509 material made by ``cryptography``:
+
+* ``<root>/etc/kubernetes/pki``: the cluster CA, the front-proxy CA and the etcd CA (certificate and
+  key each), the leaf certificates kubeadm issues (apiserver, apiserver-kubelet-client,
+  apiserver-etcd-client, front-proxy-client, etcd/server, etcd/peer, etcd/healthcheck-client) with
+  chosen expiry and SANs, and the service-account key pair (``sa.key``/``sa.pub``);
+* ``<root>/etc/kubernetes/enc/encryption-config.yaml``: an EncryptionConfiguration with an aescbc key
+  (plus, optionally, a KMS provider);
+* ``<root>/etc/kubernetes/manifests/etcd.yaml`` and ``kube-apiserver.yaml``: static pod manifests
+  shaped after kubeadm's generator (https client and peer URLs with server/peer certificates and
+  client-cert auth, metrics and probes on 127.0.0.1:<metrics port>, the ``etcd-data`` and
+  ``etcd-certs`` hostPath volumes; ``--encryption-provider-config`` and ``--etcd-servers``), with
+  every path inside the root so that hostPath == mountPath and the container command runs as a
+  plain process on this host;
+* ``<root>/etc/kubernetes/kubeadm-config.yaml``: the InitConfiguration + ClusterConfiguration.
+
+Usage::
+
+    from tests.support.kubeadm import make_kubeadm_node, free_low_ports
+
+    client, peer, metrics, api = free_low_ports(4)
+    node = make_kubeadm_node(tmp_path / "cp1", name="cp1", client_port=client, peer_port=peer,
+                             metrics_port=metrics, apiserver_port=api,
+                             etcd_command=[str(install.etcd)],
+                             apiserver_command=[sys.executable, "-m", "tests.support.apiserver"])
+    node.etcd_manifest            # <root>/etc/kubernetes/manifests/etcd.yaml
+    node.etcd_endpoint            # https://127.0.0.1:<client>
+    node.etcd_client_tls          # (ca.crt, apiserver-etcd-client.crt, .key) for etcdguard
+    node.etcd_argv()              # the etcd container command from the manifest (run it as a process)
+
+A second control-plane node sharing the CAs (what ``kubeadm join --control-plane`` does)::
+
+    node2 = make_kubeadm_node(tmp_path / "cp2", name="cp2", ..., share_cas_with=node,
+                              initial_cluster=f"cp1={node.peer_url},cp2=https://127.0.0.1:{peer2}",
+                              initial_cluster_state="existing")
+
+Issue another certificate from one of the node's CAs (e.g. a peer certificate for a replacement
+member, or one that expires in 5 days)::
+
+    node.issue_leaf("etcd", node.pki_dir / "etcd" / "peer", common_name="cp1", days=5,
+                    ips=["127.0.0.1"], dns=["cp1", "localhost"], server=True, client=True)
+
+Test servers must listen on 127.0.0.1 (the default ``ip``) and on ports below 32768:
+:func:`free_low_ports` picks random ones in 20000-32000 checked with bind.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import random
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+KeyAlgorithm = Literal["ecdsa", "rsa"]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+CA_DAYS = 3650
+LEAF_DAYS = 365
+# CA name -> file stem under the pki dir (kubeadm's names)
+CA_STEMS = {"ca": "ca", "front-proxy": "front-proxy-ca", "etcd": "etcd/ca"}
+ENCRYPTION_KEY_NAME = "key1"
+
+
+def free_low_ports(count: int, low: int = 20000, high: int = 32000) -> list[int]:
+    """``count`` distinct random ports in [low, high) that bind on 127.0.0.1 right now."""
+    chosen: list[int] = []
+    rng = random.SystemRandom()
+    while len(chosen) < count:
+        port = rng.randrange(low, high)
+        if port in chosen:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+    return chosen
+
+
+def _new_key(algorithm: KeyAlgorithm) -> PrivateKey:
+    if algorithm == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    fmt = (serialization.PrivateFormat.TraditionalOpenSSL if isinstance(key, rsa.RSAPrivateKey)
+           else serialization.PrivateFormat.PKCS8)
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+@dataclass
+class CertificateAuthority:
+    """A CA kept in memory (to issue more certificates) and on disk."""
+
+    name: str
+    cert: x509.Certificate
+    key: PrivateKey = field(repr=False)
+    cert_path: Path
+    key_path: Path
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """One certificate written by the generator."""
+
+    name: str            # e.g. "etcd/server", "apiserver", "ca"
+    cert_path: Path
+    key_path: Path
+    not_after: dt.datetime
+    is_ca: bool
+
+
+@dataclass
+class KubeadmNode:
+    """A generated kubeadm control-plane node (see the module docstring)."""
+
+    root: Path
+    name: str
+    ip: str
+    client_port: int
+    peer_port: int
+    metrics_port: int
+    apiserver_port: int
+    key_algorithm: KeyAlgorithm
+    cas: dict[str, CertificateAuthority] = field(default_factory=dict)
+    certs: dict[str, IssuedCert] = field(default_factory=dict)
+    encryption_secret: str = field(default="", repr=False)
+    initial_cluster: str = ""
+
+    # -- paths ------------------------------------------------------------------------------
+    @property
+    def kubernetes_dir(self) -> Path:
+        return self.root / "etc" / "kubernetes"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.kubernetes_dir / "pki"
+
+    @property
+    def etcd_pki_dir(self) -> Path:
+        return self.pki_dir / "etcd"
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.kubernetes_dir / "manifests"
+
+    @property
+    def etcd_manifest(self) -> Path:
+        return self.manifests_dir / "etcd.yaml"
+
+    @property
+    def apiserver_manifest(self) -> Path:
+        return self.manifests_dir / "kube-apiserver.yaml"
+
+    @property
+    def encryption_config(self) -> Path:
+        return self.kubernetes_dir / "enc" / "encryption-config.yaml"
+
+    @property
+    def kubeadm_config(self) -> Path:
+        return self.kubernetes_dir / "kubeadm-config.yaml"
+
+    @property
+    def etcd_data_dir(self) -> Path:
+        return self.root / "var" / "lib" / "etcd"
+
+    # -- URLs ------------------------------------------------------------------------------
+    @property
+    def etcd_endpoint(self) -> str:
+        """The client URL etcdguard (and the apiserver) use."""
+        return f"https://127.0.0.1:{self.client_port}"
+
+    @property
+    def advertise_client_url(self) -> str:
+        return f"https://{self.ip}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"https://{self.ip}:{self.peer_port}"
+
+    @property
+    def etcd_client_tls(self) -> tuple[Path, Path, Path]:
+        """(cacert, cert, key) a client of etcd uses: the etcd CA and apiserver-etcd-client."""
+        c = self.certs["apiserver-etcd-client"]
+        return self.cas["etcd"].cert_path, c.cert_path, c.key_path
+
+    def manifest(self, path: Path | None = None) -> dict[str, Any]:
+        """A static pod manifest parsed (the etcd one by default)."""
+        loaded: dict[str, Any] = yaml.safe_load((path or self.etcd_manifest).read_text())
+        return loaded
+
+    def etcd_argv(self) -> list[str]:
+        """The etcd container's command line, as written in the manifest."""
+        return list(self.manifest()["spec"]["containers"][0]["command"])
+
+    def apiserver_argv(self) -> list[str]:
+        """The kube-apiserver container's command line, as written in its manifest."""
+        return list(self.manifest(self.apiserver_manifest)["spec"]["containers"][0]["command"])
+
+    # -- certificates ----------------------------------------------------------------------------
+    def issue_leaf(self, ca: str, stem: Path, *, common_name: str, days: int = LEAF_DAYS,
+                   dns: list[str] | None = None, ips: list[str] | None = None, server: bool = False,
+                   client: bool = True, organization: str | None = None) -> IssuedCert:
+        """Write ``<stem>.crt`` and ``<stem>.key`` (0600) signed by CA ``ca`` ("ca", "front-proxy", "etcd")."""
+        authority = self.cas[ca]
+        key = _new_key(self.key_algorithm)
+        now = dt.datetime.now(dt.timezone.utc)
+        names = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organization:
+            names.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+        usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + \
+                 ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+        not_after = now + dt.timedelta(days=days)
+        builder = (x509.CertificateBuilder().subject_name(x509.Name(names))
+                   .issuer_name(authority.cert.subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(not_after)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
+                                                content_commitment=False, data_encipherment=False,
+                                                key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                                encipher_only=False, decipher_only=False), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                       authority.cert.public_key()), critical=False))  # type: ignore[arg-type]
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns or []]
+        sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips or []]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(authority.key, hashes.SHA256())
+        cert_path, key_path = stem.with_name(stem.name + ".crt"), stem.with_name(stem.name + ".key")
+        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(key_path, _key_pem(key), 0o600)
+        rel = str(stem.relative_to(self.pki_dir)) if stem.is_relative_to(self.pki_dir) else stem.name
+        issued = IssuedCert(rel, cert_path, key_path, cert.not_valid_after_utc, is_ca=False)
+        self.certs[rel] = issued
+        return issued
+
+    def _make_ca(self, name: str, common_name: str, days: int) -> None:
+        key = _new_key(self.key_algorithm)
+        now = dt.datetime.now(dt.timezone.utc)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
+                                             content_commitment=False, data_encipherment=False,
+                                             key_agreement=False, key_cert_sign=True, crl_sign=False,
+                                             encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .sign(key, hashes.SHA256()))
+        self._store_ca(name, cert, key)
+
+    def _store_ca(self, name: str, cert: x509.Certificate, key: PrivateKey) -> None:
+        stem = self.pki_dir / CA_STEMS[name]
+        cert_path, key_path = stem.with_name(stem.name + ".crt"), stem.with_name(stem.name + ".key")
+        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(key_path, _key_pem(key), 0o600)
+        self.cas[name] = CertificateAuthority(name, cert, key, cert_path, key_path)
+        self.certs[CA_STEMS[name]] = IssuedCert(CA_STEMS[name], cert_path, key_path,
+                                                cert.not_valid_after_utc, is_ca=True)
+
+
+def _etcd_manifest(node: KubeadmNode, command: list[str], image: str, extra_flags: list[str]) -> dict[str, Any]:
+    pki, data = str(node.etcd_pki_dir), str(node.etcd_data_dir)
+    listen_clients = [f"https://127.0.0.1:{node.client_port}"]
+    if node.ip != "127.0.0.1":
+        listen_clients.append(node.advertise_client_url)
+    flags = [
+        f"--advertise-client-urls={node.advertise_client_url}",
+        f"--cert-file={pki}/server.crt",
+        "--client-cert-auth=true",
+        f"--data-dir={data}",
+        "--experimental-initial-corrupt-check=true",
+        "--experimental-watch-progress-notify-interval=5s",
+        f"--initial-advertise-peer-urls={node.peer_url}",
+        f"--initial-cluster={node.initial_cluster}",
+        f"--key-file={pki}/server.key",
+        f"--listen-client-urls={','.join(listen_clients)}",
+        f"--listen-metrics-urls=http://127.0.0.1:{node.metrics_port}",
+        f"--listen-peer-urls={node.peer_url}",
+        f"--name={node.name}",
+        f"--peer-cert-file={pki}/peer.crt",
+        "--peer-client-cert-auth=true",
+        f"--peer-key-file={pki}/peer.key",
+        f"--peer-trusted-ca-file={pki}/ca.crt",
+        "--snapshot-count=10000",
+        f"--trusted-ca-file={pki}/ca.crt",
+        *extra_flags,
+    ]
+
+    def probe(path: str, threshold: int) -> dict[str, Any]:
+        return {"failureThreshold": threshold,
+                "httpGet": {"host": "127.0.0.1", "path": path, "port": node.metrics_port, "scheme": "HTTP"},
+                "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 15}
+
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "annotations": {"kubeadm.kubernetes.io/etcd.advertise-client-urls": node.advertise_client_url},
+            "creationTimestamp": None,
+            "labels": {"component": "etcd", "tier": "control-plane"},
+            "name": "etcd", "namespace": "kube-system",
+        },
+        "spec": {
+            "containers": [{
+                "command": [*command, *flags],
+                "image": image, "imagePullPolicy": "IfNotPresent",
+                "livenessProbe": probe("/health?exclude=NOSPACE&serializable=true", 8),
+                "name": "etcd",
+                "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}},
+                "startupProbe": probe("/health?serializable=false", 24),
+                "volumeMounts": [{"mountPath": data, "name": "etcd-data"},
+                                 {"mountPath": pki, "name": "etcd-certs"}],
+            }],
+            "hostNetwork": True,
+            "priority": 2000001000,
+            "priorityClassName": "system-node-critical",
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "volumes": [
+                {"hostPath": {"path": pki, "type": "DirectoryOrCreate"}, "name": "etcd-certs"},
+                {"hostPath": {"path": data, "type": "DirectoryOrCreate"}, "name": "etcd-data"},
+            ],
+        },
+        "status": {},
+    }
+
+
+def _apiserver_manifest(node: KubeadmNode, command: list[str], etcd_servers: list[str],
+                        image: str) -> dict[str, Any]:
+    pki, enc_dir = str(node.pki_dir), str(node.encryption_config.parent)
+    flags = [
+        f"--advertise-address={node.ip}",
+        "--allow-privileged=true",
+        "--authorization-mode=Node,RBAC",
+        f"--client-ca-file={pki}/ca.crt",
+        "--enable-admission-plugins=NodeRestriction",
+        "--enable-bootstrap-token-auth=true",
+        f"--encryption-provider-config={node.encryption_config}",
+        f"--etcd-cafile={pki}/etcd/ca.crt",
+        f"--etcd-certfile={pki}/apiserver-etcd-client.crt",
+        f"--etcd-keyfile={pki}/apiserver-etcd-client.key",
+        f"--etcd-servers={','.join(etcd_servers)}",
+        f"--kubelet-client-certificate={pki}/apiserver-kubelet-client.crt",
+        f"--kubelet-client-key={pki}/apiserver-kubelet-client.key",
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+        f"--proxy-client-cert-file={pki}/front-proxy-client.crt",
+        f"--proxy-client-key-file={pki}/front-proxy-client.key",
+        "--requestheader-allowed-names=front-proxy-client",
+        f"--requestheader-client-ca-file={pki}/front-proxy-ca.crt",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-username-headers=X-Remote-User",
+        f"--secure-port={node.apiserver_port}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={pki}/sa.pub",
+        f"--service-account-signing-key-file={pki}/sa.key",
+        "--service-cluster-ip-range=10.96.0.0/12",
+        f"--tls-cert-file={pki}/apiserver.crt",
+        f"--tls-private-key-file={pki}/apiserver.key",
+    ]
+    volumes = [("ca-certs", "/etc/ssl/certs", "DirectoryOrCreate"), ("k8s-certs", pki, "DirectoryOrCreate"),
+               ("encryption-config", enc_dir, "DirectoryOrCreate")]
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "annotations": {"kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint":
+                            f"{node.ip}:{node.apiserver_port}"},
+            "creationTimestamp": None,
+            "labels": {"component": "kube-apiserver", "tier": "control-plane"},
+            "name": "kube-apiserver", "namespace": "kube-system",
+        },
+        "spec": {
+            "containers": [{
+                "command": [*command, *flags],
+                "image": image, "imagePullPolicy": "IfNotPresent",
+                "livenessProbe": {"failureThreshold": 8, "httpGet": {
+                    "host": node.ip, "path": "/livez", "port": node.apiserver_port, "scheme": "HTTPS"},
+                    "initialDelaySeconds": 10, "periodSeconds": 10, "timeoutSeconds": 15},
+                "name": "kube-apiserver",
+                "resources": {"requests": {"cpu": "250m"}},
+                "volumeMounts": [{"mountPath": p, "name": n, "readOnly": True} for n, p, _ in volumes],
+            }],
+            "hostNetwork": True,
+            "priority": 2000001000,
+            "priorityClassName": "system-node-critical",
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+            "volumes": [{"hostPath": {"path": p, "type": t}, "name": n} for n, p, t in volumes],
+        },
+        "status": {},
+    }
+
+
+def _encryption_config(secret: str, kms_endpoint: str | None) -> dict[str, Any]:
+    providers: list[dict[str, Any]] = [
+        {"aescbc": {"keys": [{"name": ENCRYPTION_KEY_NAME, "secret": secret}]}}]
+    if kms_endpoint:
+        providers.append({"kms": {"apiVersion": "v2", "name": "test-kms", "endpoint": kms_endpoint,
+                                  "timeout": "3s"}})
+    providers.append({"identity": {}})
+    return {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
+            "resources": [{"resources": ["secrets"], "providers": providers}]}
+
+
+def _kubeadm_config(node: KubeadmNode, version: str) -> str:
+    init = {
+        "apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "InitConfiguration",
+        "localAPIEndpoint": {"advertiseAddress": node.ip, "bindPort": node.apiserver_port},
+        "nodeRegistration": {"name": node.name, "criSocket": "unix:///var/run/containerd/containerd.sock"},
+    }
+    cluster = {
+        "apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "ClusterConfiguration",
+        "clusterName": "kubernetes",
+        "kubernetesVersion": version,
+        "certificatesDir": str(node.pki_dir),
+        "controlPlaneEndpoint": f"{node.ip}:{node.apiserver_port}",
+        "etcd": {"local": {"dataDir": str(node.etcd_data_dir),
+                           "serverCertSANs": [node.name, node.ip], "peerCertSANs": [node.name, node.ip]}},
+        "apiServer": {
+            "certSANs": [node.ip],
+            "extraArgs": {"encryption-provider-config": str(node.encryption_config)},
+            "extraVolumes": [{"name": "encryption-config", "hostPath": str(node.encryption_config.parent),
+                              "mountPath": str(node.encryption_config.parent), "readOnly": True,
+                              "pathType": "DirectoryOrCreate"}],
+        },
+        "networking": {"dnsDomain": "cluster.local", "serviceSubnet": "10.96.0.0/12"},
+    }
+    return yaml.safe_dump_all([init, cluster], sort_keys=False)
+
+
+def _write_yaml(path: Path, data: dict[str, Any], mode: int = 0o600) -> None:
+    _write(path, yaml.safe_dump(data, sort_keys=True).encode(), mode)
+
+
+def make_kubeadm_node(
+    root: Path,
+    *,
+    name: str = "cp1",
+    ip: str = "127.0.0.1",
+    client_port: int = 2379,
+    peer_port: int = 2380,
+    metrics_port: int = 2381,
+    apiserver_port: int = 6443,
+    etcd_command: list[str] | None = None,
+    apiserver_command: list[str] | None = None,
+    etcd_servers: list[str] | None = None,
+    initial_cluster: str | None = None,
+    initial_cluster_state: Literal["new", "existing"] = "new",
+    extra_etcd_flags: list[str] | None = None,
+    key_algorithm: KeyAlgorithm = "ecdsa",
+    ca_days: int = CA_DAYS,
+    leaf_days: int = LEAF_DAYS,
+    days: dict[str, int] | None = None,
+    share_cas_with: KubeadmNode | None = None,
+    kms_endpoint: str | None = None,
+    kubeadm_config: bool = True,
+    kubernetes_version: str = "v1.31.0",
+    etcd_image: str = "registry.k8s.io/etcd:3.5.16-0",
+) -> KubeadmNode:
+    """Write a kubeadm control-plane node under ``root`` and return its description.
+
+    ``days`` overrides the validity of single certificates by name ("ca", "etcd/ca",
+    "front-proxy-ca", "etcd/server", "etcd/peer", "apiserver", ...). ``etcd_command`` and
+    ``apiserver_command`` are the container commands before the flags (default ``etcd`` and
+    ``kube-apiserver``, as kubeadm writes them). ``initial_cluster`` defaults to this member alone.
+    """
+    root = Path(root)
+    node = KubeadmNode(root, name, ip, client_port, peer_port, metrics_port, apiserver_port, key_algorithm)
+    node.initial_cluster = initial_cluster or f"{name}={node.peer_url}"
+    lifetimes = days or {}
+    node.pki_dir.mkdir(parents=True, exist_ok=True)
+    node.pki_dir.chmod(0o755)
+    if share_cas_with is not None:
+        for ca_name, ca in share_cas_with.cas.items():
+            node._store_ca(ca_name, ca.cert, ca.key)
+    else:
+        node._make_ca("ca", "kubernetes", lifetimes.get("ca", ca_days))
+        node._make_ca("front-proxy", "front-proxy-ca", lifetimes.get("front-proxy-ca", ca_days))
+        node._make_ca("etcd", "etcd-ca", lifetimes.get("etcd/ca", ca_days))
+
+    def leaf(ca: str, stem: str, cn: str, **kw: Any) -> None:
+        node.issue_leaf(ca, node.pki_dir / stem, common_name=cn, days=lifetimes.get(stem, leaf_days), **kw)
+
+    member_dns, member_ips = sorted({name, "localhost"}), sorted({ip, "127.0.0.1", "::1"})
+    leaf("etcd", "etcd/server", name, dns=member_dns, ips=member_ips, server=True)
+    leaf("etcd", "etcd/peer", name, dns=member_dns, ips=member_ips, server=True)
+    leaf("etcd", "etcd/healthcheck-client", "kube-etcd-healthcheck-client")
+    leaf("etcd", "apiserver-etcd-client", "kube-apiserver-etcd-client")
+    leaf("ca", "apiserver", "kube-apiserver", server=True, client=False,
+         dns=["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+              "kubernetes.default.svc.cluster.local", name], ips=sorted({"10.96.0.1", ip}))
+    leaf("ca", "apiserver-kubelet-client", "kube-apiserver-kubelet-client", organization="kubeadm:cluster-admins")
+    leaf("front-proxy", "front-proxy-client", "front-proxy-client")
+
+    sa_key = (share_cas_with.pki_dir / "sa.key").read_bytes() if share_cas_with else None
+    if sa_key is None:
+        sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        sa_key = _key_pem(sa)
+    loaded = serialization.load_pem_private_key(sa_key, password=None)
+    _write(node.pki_dir / "sa.key", sa_key, 0o600)
+    _write(node.pki_dir / "sa.pub", loaded.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+
+    if share_cas_with is not None:
+        node.encryption_secret = share_cas_with.encryption_secret
+    else:
+        node.encryption_secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    _write_yaml(node.encryption_config, _encryption_config(node.encryption_secret, kms_endpoint))
+    node.encryption_config.parent.chmod(0o700)
+
+    etcd_flags = [f"--initial-cluster-state={initial_cluster_state}"] if initial_cluster_state == "existing" else []
+    etcd_flags += extra_etcd_flags or []
+    node.manifests_dir.mkdir(parents=True, exist_ok=True)
+    _write_yaml(node.etcd_manifest, _etcd_manifest(node, etcd_command or ["etcd"], etcd_image, etcd_flags))
+    _write_yaml(node.apiserver_manifest, _apiserver_manifest(
+        node, apiserver_command or ["kube-apiserver"], etcd_servers or [node.etcd_endpoint],
+        f"registry.k8s.io/kube-apiserver:{kubernetes_version}"))
+    if kubeadm_config:
+        _write(node.kubeadm_config, _kubeadm_config(node, kubernetes_version).encode(), 0o600)
+    return node
