@@ -14,7 +14,10 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer import _click as click
 
+from etcdguard import interrupts
 from etcdguard.config import Settings, load_settings
 from etcdguard.errors import EXIT_CODE_HELP, EtcdGuardError, ExitCode
 
@@ -66,6 +69,24 @@ def fail(err: EtcdGuardError) -> typer.Exit:
     return typer.Exit(int(err.exit_code))
 
 
+def report_interrupt(exc: BaseException | None) -> None:
+    """Print the one ``interrupted`` line (once per process, however many layers see the interrupt)."""
+    guard = interrupts.installed()
+    if guard is not None:
+        if guard.reported:
+            return
+        guard.reported = True
+    stderr.print(f"[bold red]{escape(interrupts.interrupted_message(exc))}[/]")
+
+
+def usage_error(exc: click.exceptions.UsageError) -> int:
+    """Print a command-line usage error as one ``error:`` line (plus where to get help); returns 2."""
+    where = exc.ctx.command_path if exc.ctx is not None else "etcdguard"
+    stderr.print(f"[bold red]error:[/] {escape(' '.join(exc.format_message().split()))}")
+    stderr.print(f"see '{where} --help'")
+    return int(ExitCode.USAGE)
+
+
 @contextmanager
 def handle_errors() -> Iterator[None]:
     """Turn etcdguard errors and Ctrl-C into one-line messages and documented exit codes."""
@@ -73,8 +94,8 @@ def handle_errors() -> Iterator[None]:
         yield
     except EtcdGuardError as err:
         raise fail(err) from None
-    except KeyboardInterrupt:
-        stderr.print("[bold red]interrupted[/]; nothing partial was left behind")
+    except KeyboardInterrupt as exc:
+        report_interrupt(exc)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except (typer.Exit, typer.Abort):
         raise

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from typer import _click as click
 
-from etcdguard import __version__
-from etcdguard.cli.common import AppState, exit_codes_epilog
+from etcdguard import __version__, interrupts
+from etcdguard.cli.common import AppState, exit_codes_epilog, report_interrupt, stderr, usage_error
 from etcdguard.cli.registry import register_all
+from etcdguard.errors import ExitCode
 
 app = typer.Typer(
     name="etcdguard",
@@ -66,18 +69,43 @@ def _cap_malloc_arenas(arenas: int = 2) -> None:
     mallopt(m_arena_max, arenas)
 
 
+def main(args: list[str] | None = None) -> int:
+    """Run the app on ``args`` and return the exit code, with every outcome in one place.
+
+    Usage errors (unknown option, bad value) print one ``error:`` line and return 2; SIGTERM or
+    SIGINT that reached no command's own handling returns 130 with its one line.
+    """
+    try:
+        result = app(args=args, prog_name="etcdguard", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group run without a sub-command
+        exc.show()
+        return int(ExitCode.USAGE)
+    except click.exceptions.UsageError as exc:
+        return usage_error(exc)
+    except click.exceptions.ClickException as exc:
+        stderr.print(f"[bold red]error:[/] {escape(exc.format_message())}")
+        return exc.exit_code
+    except typer.Abort:  # a confirmation prompt closed with Ctrl-D
+        stderr.print("[bold red]error:[/] aborted")
+        return int(ExitCode.ABORTED)
+    except KeyboardInterrupt as exc:
+        report_interrupt(exc)
+        return int(ExitCode.INTERRUPTED)
+    code = result if isinstance(result, int) else 0
+    if code == ExitCode.INTERRUPTED:  # Typer turned a KeyboardInterrupt into a bare exit 130
+        report_interrupt(None)
+    return code
+
+
 def run() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: SIGTERM is handled like SIGINT (see etcdguard.interrupts)."""
     import logging
     import sys
 
     _cap_malloc_arenas()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
+    interrupts.install()
+    sys.exit(main(sys.argv[1:]))
 
 
 register_all(app)
