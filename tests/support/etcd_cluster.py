@@ -1,13 +1,13 @@
 """Run real etcd clusters (any installed version, 1..N members, optional TLS) for tests.
 
-Everything listens on 127.0.0.1 with free ports, lives in a temp dir, and is killed on close.
+Everything listens on 127.0.0.1 with free ports below the kernel's ephemeral range, lives in a temp
+dir, and is killed on close.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from etcdguard.etcd.binaries import EtcdInstallation, EtcdVersion, find_installations
 from etcdguard.etcd.client import MemberClient, TLSFiles
+from etcdguard.etcd.tools import free_port
 from tests.support.tls import TLSBundle
 
 # Where the test setup script puts etcd releases that are not on PATH.
@@ -36,13 +37,6 @@ def installation(version: str) -> EtcdInstallation | None:
     """The installation of exactly ``version`` (e.g. '3.4.23'), or None."""
     want = EtcdVersion.parse(version)
     return next((i for i in installations() if i.version == want), None)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
