@@ -16,11 +16,11 @@ from etcdguard.cli.common import OutputFormat, handle_errors, print_json, settin
 from etcdguard.config import Settings
 from etcdguard.errors import EtcdGuardError, ExitCode
 from etcdguard.etcd.cluster import ClusterHealth, MemberHealth, probe_cluster
+from etcdguard.etcd.quorum import QuorumState, QuorumVerdict, assess_quorum
 from etcdguard.monitor.checks import etcdctl_flags, format_bytes
 from etcdguard.monitor.freshness import freshness_from_entries
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.monitor.model import BackupFreshness, Severity
-from etcdguard.monitor.quorum import QuorumState, QuorumVerdict, assess_quorum
 from etcdguard.monitor.report import run_checks, status_document
 
 

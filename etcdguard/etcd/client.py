@@ -6,6 +6,7 @@ has none but is cancelled when no chunk arrives for ``idle_timeout`` seconds.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from etcdguard.errors import ConfigError, EtcdUnavailableError
-from etcdguard.etcd.errors import translate_rpc_error
+from etcdguard.etcd.errors import InvalidAuthTokenError, translate_rpc_error
 from etcdguard.etcd.pb import rpc_pb2, rpc_pb2_grpc
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -124,8 +125,98 @@ def parse_endpoint(endpoint: str) -> tuple[str, bool]:
     return f"{parts.hostname}:{port}", parts.scheme in {"https", "unixs"}
 
 
+@dataclass(frozen=True)
+class MemberAddResult:
+    """MemberAdd's answer: the new member and the member list including it.
+
+    The list is what the new member's ``--initial-cluster`` is built from.
+    """
+
+    member: MemberInfo
+    members: tuple[MemberInfo, ...]
+
+
+def _member_info(m: Any) -> MemberInfo:
+    return MemberInfo(id=m.ID, name=m.name, peer_urls=tuple(m.peerURLs), client_urls=tuple(m.clientURLs),
+                      is_learner=m.isLearner)
+
+
+class CallGroup:
+    """In-flight unary calls that can be cancelled together (a key count when its stream fails).
+
+    After :meth:`cancel`, calls made through the group fail at once with EtcdUnavailableError.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: set[grpc.Future] = set()
+        self.cancelled = False
+
+    def add(self, call: grpc.Future) -> None:
+        """Track ``call``; cancel it at once if the group is already cancelled."""
+        with self._lock:
+            self._calls.add(call)
+            cancelled = self.cancelled
+        if cancelled:
+            call.cancel()
+
+    def discard(self, call: grpc.Future) -> None:
+        """Stop tracking ``call`` (it finished)."""
+        with self._lock:
+            self._calls.discard(call)
+
+    def cancel(self) -> None:
+        """Cancel every tracked call and every later one."""
+        with self._lock:
+            self.cancelled = True
+            calls = list(self._calls)
+        for call in calls:
+            call.cancel()
+
+
+class _Link:
+    """One gRPC channel to one member, its stubs, and the auth token (shared by client views)."""
+
+    def __init__(self, endpoint: str, tls: TLSFiles, credentials: Credentials | None) -> None:
+        target, secure = parse_endpoint(endpoint)
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.enable_retries", 0),
+            # a member that comes back is reached again within a second, not after gRPC's
+            # default exponential backoff of up to two minutes
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            # one thread per stream and a capped HTTP/2 window: the snapshot stream is consumed
+            # at the pipeline's pace instead of being buffered in memory when etcd is faster
+            ("SingleThreadedUnaryStream", 1),
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", 1 << 20),
+        ]
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        self.secure = secure or tls.enabled
+        if self.secure:
+            self.channel = grpc.secure_channel(target, tls.credentials(), options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        self.kv = rpc_pb2_grpc.KVStub(self.channel)
+        self.maintenance = rpc_pb2_grpc.MaintenanceStub(self.channel)
+        self.cluster = rpc_pb2_grpc.ClusterStub(self.channel)
+        self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
+        self.auth = rpc_pb2_grpc.AuthStub(self.channel)
+        self.credentials = credentials
+        self.token: str | None = None
+        self.token_lock = threading.Lock()
+
+
 class MemberClient:
-    """gRPC client bound to one etcd member endpoint."""
+    """gRPC client bound to one etcd member endpoint.
+
+    With credentials, it authenticates on first use and, when etcd says the token is invalid
+    or expired, authenticates again once and retries the call. :meth:`with_timeout` and
+    :meth:`in_group` return views that share the channel and the token.
+    """
 
     def __init__(
         self,
@@ -137,36 +228,13 @@ class MemberClient:
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        target, secure = parse_endpoint(endpoint)
-        tls = tls or TLSFiles()
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.enable_retries", 0),
-            # one thread per stream and a capped HTTP/2 window: the snapshot stream is consumed
-            # at the pipeline's pace instead of being buffered in memory when etcd is faster
-            ("SingleThreadedUnaryStream", 1),
-            ("grpc.http2.bdp_probe", 0),
-            ("grpc.http2.lookahead_bytes", 1 << 20),
-        ]
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
-        if secure or tls.enabled:
-            self._channel = grpc.secure_channel(target, tls.credentials(), options=options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=options)
-        self._kv = rpc_pb2_grpc.KVStub(self._channel)
-        self._maintenance = rpc_pb2_grpc.MaintenanceStub(self._channel)
-        self._cluster = rpc_pb2_grpc.ClusterStub(self._channel)
-        self._lease = rpc_pb2_grpc.LeaseStub(self._channel)
-        self._auth = rpc_pb2_grpc.AuthStub(self._channel)
-        self._credentials = credentials
-        self._token: str | None = None
+        self._link = _Link(endpoint, tls or TLSFiles(), credentials)
+        self._group: CallGroup | None = None
 
     # -- plumbing -------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channel (every view of it too)."""
+        self._link.channel.close()
 
     def __enter__(self) -> MemberClient:
         return self
@@ -174,33 +242,69 @@ class MemberClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _metadata(self) -> tuple[tuple[str, str], ...] | None:
-        if self._credentials is None:
-            return None
-        if self._token is None:
-            reply = self._call(
-                "Authenticate",
-                self._auth.Authenticate,
-                rpc_pb2.AuthenticateRequest(
-                    name=self._credentials.username, password=self._credentials.password
-                ),
-                authenticated=False,
-            )
-            self._token = reply.token
-        return (("token", self._token or ""),)
+    def with_timeout(self, timeout: float) -> MemberClient:
+        """A view of this client whose unary calls have ``timeout`` (same channel and token)."""
+        view = copy.copy(self)
+        view.timeout = timeout
+        return view
 
-    def _call(self, what: str, method: Any, request: Any, *, timeout: float | None = None,
-              authenticated: bool = True) -> Any:
-        metadata = self._metadata() if authenticated else None
+    def in_group(self, group: CallGroup) -> MemberClient:
+        """A view of this client whose unary calls ``group.cancel()`` cancels."""
+        view = copy.copy(self)
+        view._group = group
+        return view
+
+    def _authenticate(self, stale: str | None) -> str | None:
+        link = self._link
+        if link.credentials is None:
+            return None
+        with link.token_lock:
+            if link.token is None or link.token == stale:
+                reply = self._invoke(
+                    "Authenticate", link.auth.Authenticate,
+                    rpc_pb2.AuthenticateRequest(name=link.credentials.username,
+                                                password=link.credentials.password),
+                    None, self.timeout)
+                link.token = reply.token or None
+            return link.token
+
+    def _metadata(self, stale: str | None = None) -> tuple[tuple[str, str], ...] | None:
+        token = self._authenticate(stale) if (self._link.token is None or stale) else self._link.token
+        return None if token is None else (("token", token),)
+
+    def _invoke(self, what: str, method: Any, request: Any, metadata: Any, timeout: float) -> Any:
+        group = self._group
         try:
-            return method(request, timeout=timeout or self.timeout, metadata=metadata)
+            if group is None:
+                return method(request, timeout=timeout, metadata=metadata)
+            if group.cancelled:
+                raise EtcdUnavailableError(f"etcd {self.endpoint}: {what} cancelled")
+            call = method.future(request, timeout=timeout, metadata=metadata)
+            group.add(call)
+            try:
+                return call.result()
+            finally:
+                group.discard(call)
+        except grpc.FutureCancelledError:
+            raise EtcdUnavailableError(f"etcd {self.endpoint}: {what} cancelled") from None
         except grpc.RpcError as err:
             raise translate_rpc_error(err, self.endpoint, what) from None
+
+    def _call(self, what: str, method: Any, request: Any, *, timeout: float | None = None) -> Any:
+        metadata = self._metadata()
+        try:
+            return self._invoke(what, method, request, metadata, timeout or self.timeout)
+        except InvalidAuthTokenError:
+            if metadata is None:
+                raise
+        # the token expired (etcd's --auth-token-ttl) or the auth store changed: once more
+        return self._invoke(what, method, request, self._metadata(stale=metadata[0][1]),
+                            timeout or self.timeout)
 
     # -- maintenance ----------------------------------------------------------------------
     def status(self) -> MemberStatus:
         """Status of this member."""
-        r = self._call("Status", self._maintenance.Status, rpc_pb2.StatusRequest())
+        r = self._call("Status", self._link.maintenance.Status, rpc_pb2.StatusRequest())
         return MemberStatus(
             member_id=r.header.member_id,
             cluster_id=r.header.cluster_id,
@@ -218,7 +322,7 @@ class MemberClient:
 
     def hash_kv(self, revision: int = 0) -> HashKV:
         """HashKV at ``revision`` (0 = current); the header revision tells which one was hashed."""
-        r = self._call("HashKV", self._maintenance.HashKV, rpc_pb2.HashKVRequest(revision=revision),
+        r = self._call("HashKV", self._link.maintenance.HashKV, rpc_pb2.HashKVRequest(revision=revision),
                        timeout=max(self.timeout, 60.0))
         hashed_rev = revision or r.header.revision
         return HashKV(revision=hashed_rev, hash=r.hash, compact_revision=r.compact_revision,
@@ -228,27 +332,44 @@ class MemberClient:
         """Active alarms on the cluster, as seen by this member."""
         req = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET, memberID=0,
                                    alarm=rpc_pb2.NONE)
-        r = self._call("Alarm", self._maintenance.Alarm, req)
+        r = self._call("Alarm", self._link.maintenance.Alarm, req)
         return [AlarmInfo(member_id=a.memberID, alarm=rpc_pb2.AlarmType.Name(a.alarm)) for a in r.alarms]
 
     def disarm_alarm(self, member_id: int, alarm: str) -> None:
         """Deactivate one alarm."""
         req = rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.DEACTIVATE, memberID=member_id,
                                    alarm=rpc_pb2.AlarmType.Value(alarm))
-        self._call("Alarm", self._maintenance.Alarm, req)
+        self._call("Alarm", self._link.maintenance.Alarm, req)
+
+    def move_leader(self, target_id: int) -> None:
+        """Hand leadership to ``target_id`` (a started voter); only the leader accepts this."""
+        self._call("MoveLeader", self._link.maintenance.MoveLeader,
+                   rpc_pb2.MoveLeaderRequest(targetID=target_id), timeout=max(self.timeout, 30.0))
 
     def defragment(self) -> None:
         """Defragment this member's backend."""
-        self._call("Defragment", self._maintenance.Defragment, rpc_pb2.DefragmentRequest(),
+        self._call("Defragment", self._link.maintenance.Defragment, rpc_pb2.DefragmentRequest(),
                    timeout=max(self.timeout, 300.0))
 
     def snapshot(self, idle_timeout: float = 30.0) -> Generator[bytes, None, None]:
         """Stream this member's backend snapshot as raw chunks (etcd's sha256 trailer included).
 
         No overall deadline; the stream is cancelled if no chunk arrives for ``idle_timeout``
-        seconds. Closing the iterator early cancels the RPC.
+        seconds. Closing the iterator early cancels the RPC. An expired auth token is renewed
+        (once) when etcd refuses it before the first chunk.
         """
-        call = self._maintenance.Snapshot(rpc_pb2.SnapshotRequest(), metadata=self._metadata())
+        metadata = self._metadata()
+        started: list[bool] = []
+        try:
+            yield from self._snapshot_stream(metadata, idle_timeout, started)
+        except InvalidAuthTokenError:
+            if metadata is None or started:
+                raise
+            yield from self._snapshot_stream(self._metadata(stale=metadata[0][1]), idle_timeout, started)
+
+    def _snapshot_stream(self, metadata: Any, idle_timeout: float,
+                         started: list[bool]) -> Generator[bytes, None, None]:
+        call = self._link.maintenance.Snapshot(rpc_pb2.SnapshotRequest(), metadata=metadata)
         last = [time.monotonic()]
         done = threading.Event()
         idle = threading.Event()
@@ -266,6 +387,7 @@ class MemberClient:
             for message in call:
                 last[0] = time.monotonic()
                 if message.blob:
+                    started.append(True)
                     yield bytes(message.blob)
         except grpc.RpcError as err:
             if idle.is_set():
@@ -280,44 +402,44 @@ class MemberClient:
     # -- cluster --------------------------------------------------------------------------
     def member_list(self) -> list[MemberInfo]:
         """Members of the cluster, as seen by this member."""
-        r = self._call("MemberList", self._cluster.MemberList, rpc_pb2.MemberListRequest())
-        return [
-            MemberInfo(id=m.ID, name=m.name, peer_urls=tuple(m.peerURLs),
-                       client_urls=tuple(m.clientURLs), is_learner=m.isLearner)
-            for m in r.members
-        ]
+        r = self._call("MemberList", self._link.cluster.MemberList, rpc_pb2.MemberListRequest())
+        return [_member_info(m) for m in r.members]
 
-    def member_add(self, peer_urls: list[str], *, learner: bool = False) -> MemberInfo:
-        """Add a member (optionally as a learner); returns the new member."""
-        r = self._call("MemberAdd", self._cluster.MemberAdd,
+    def member_add(self, peer_urls: list[str], *, learner: bool = False) -> MemberAddResult:
+        """Add a member (optionally as a learner); returns it and the member list including it."""
+        r = self._call("MemberAdd", self._link.cluster.MemberAdd,
                        rpc_pb2.MemberAddRequest(peerURLs=peer_urls, isLearner=learner))
-        m = r.member
-        return MemberInfo(id=m.ID, name=m.name, peer_urls=tuple(m.peerURLs),
-                          client_urls=tuple(m.clientURLs), is_learner=m.isLearner)
+        return MemberAddResult(_member_info(r.member), tuple(_member_info(m) for m in r.members))
+
+    def member_update(self, member_id: int, peer_urls: list[str]) -> list[MemberInfo]:
+        """Change a member's peer URLs; returns the member list after the change."""
+        r = self._call("MemberUpdate", self._link.cluster.MemberUpdate,
+                       rpc_pb2.MemberUpdateRequest(ID=member_id, peerURLs=peer_urls))
+        return [_member_info(m) for m in r.members]
 
     def member_remove(self, member_id: int) -> None:
         """Remove a member by id."""
-        self._call("MemberRemove", self._cluster.MemberRemove, rpc_pb2.MemberRemoveRequest(ID=member_id))
+        self._call("MemberRemove", self._link.cluster.MemberRemove, rpc_pb2.MemberRemoveRequest(ID=member_id))
 
     def member_promote(self, member_id: int) -> None:
         """Promote a learner to a voting member."""
-        self._call("MemberPromote", self._cluster.MemberPromote, rpc_pb2.MemberPromoteRequest(ID=member_id))
+        self._call("MemberPromote", self._link.cluster.MemberPromote, rpc_pb2.MemberPromoteRequest(ID=member_id))
 
     # -- kv -------------------------------------------------------------------------------
     def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         """Put a key; returns the new revision."""
-        r = self._call("Put", self._kv.Put, rpc_pb2.PutRequest(key=key, value=value, lease=lease))
+        r = self._call("Put", self._link.kv.Put, rpc_pb2.PutRequest(key=key, value=value, lease=lease))
         return int(r.header.revision)
 
     def get(self, key: bytes, revision: int = 0) -> bytes | None:
         """Value of one key, or None."""
-        r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(key=key, revision=revision))
+        r = self._call("Range", self._link.kv.Range, rpc_pb2.RangeRequest(key=key, revision=revision))
         return bytes(r.kvs[0].value) if r.kvs else None
 
     def count(self, key: bytes, range_end: bytes, revision: int = 0, *,
               serializable: bool = False) -> tuple[int, int]:
         """Number of keys in [key, range_end) at ``revision``; returns (count, revision)."""
-        r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(
+        r = self._call("Range", self._link.kv.Range, rpc_pb2.RangeRequest(
             key=key, range_end=range_end, revision=revision, count_only=True, serializable=serializable),
             timeout=max(self.timeout, 60.0))
         return int(r.count), int(r.header.revision)
@@ -325,7 +447,7 @@ class MemberClient:
     def first_key(self, key: bytes, range_end: bytes, revision: int = 0, *,
                   serializable: bool = False) -> bytes | None:
         """The smallest key in [key, range_end) at ``revision``, or None."""
-        r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(
+        r = self._call("Range", self._link.kv.Range, rpc_pb2.RangeRequest(
             key=key, range_end=range_end, revision=revision, keys_only=True, limit=1,
             serializable=serializable))
         return bytes(r.kvs[0].key) if r.kvs else None
@@ -335,7 +457,7 @@ class MemberClient:
         """Iterate the keys in [key, range_end) at ``revision``, in pages, keys only."""
         start = key
         while True:
-            r = self._call("Range", self._kv.Range, rpc_pb2.RangeRequest(
+            r = self._call("Range", self._link.kv.Range, rpc_pb2.RangeRequest(
                 key=start, range_end=range_end, revision=revision, keys_only=True, limit=page,
                 serializable=serializable,
                 sort_order=rpc_pb2.RangeRequest.ASCEND, sort_target=rpc_pb2.RangeRequest.KEY),
@@ -348,26 +470,35 @@ class MemberClient:
 
     def delete(self, key: bytes, range_end: bytes = b"") -> int:
         """Delete a key (or range); returns the number deleted."""
-        r = self._call("DeleteRange", self._kv.DeleteRange,
+        r = self._call("DeleteRange", self._link.kv.DeleteRange,
                        rpc_pb2.DeleteRangeRequest(key=key, range_end=range_end))
         return int(r.deleted)
 
     def compact(self, revision: int, physical: bool = True) -> None:
         """Compact the keyspace up to ``revision``."""
-        self._call("Compact", self._kv.Compact, rpc_pb2.CompactionRequest(revision=revision, physical=physical),
+        self._call("Compact", self._link.kv.Compact, rpc_pb2.CompactionRequest(revision=revision, physical=physical),
                    timeout=max(self.timeout, 60.0))
 
     # -- leases (leader election) ---------------------------------------------------------
     def lease_grant(self, ttl: int) -> int:
         """Grant a lease of ``ttl`` seconds; returns its id."""
-        r = self._call("LeaseGrant", self._lease.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl))
+        r = self._call("LeaseGrant", self._link.lease.LeaseGrant, rpc_pb2.LeaseGrantRequest(TTL=ttl))
         return int(r.ID)
 
     def lease_keepalive_once(self, lease_id: int) -> int:
         """Refresh a lease once; returns the remaining TTL (0 or less: expired)."""
+        metadata = self._metadata()
         try:
-            replies = self._lease.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)]),
-                                                 timeout=self.timeout, metadata=self._metadata())
+            return self._keepalive(lease_id, metadata)
+        except InvalidAuthTokenError:
+            if metadata is None:
+                raise
+            return self._keepalive(lease_id, self._metadata(stale=metadata[0][1]))
+
+    def _keepalive(self, lease_id: int, metadata: Any) -> int:
+        try:
+            replies = self._link.lease.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)]),
+                                                      timeout=self.timeout, metadata=metadata)
             for reply in replies:
                 return int(reply.TTL)
         except grpc.RpcError as err:
@@ -376,7 +507,7 @@ class MemberClient:
 
     def lease_revoke(self, lease_id: int) -> None:
         """Revoke a lease (deleting the keys attached to it)."""
-        self._call("LeaseRevoke", self._lease.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=lease_id))
+        self._call("LeaseRevoke", self._link.lease.LeaseRevoke, rpc_pb2.LeaseRevokeRequest(ID=lease_id))
 
     def put_if_absent(self, key: bytes, value: bytes, lease: int) -> bool:
         """Create ``key`` only if it does not exist (a transaction); True when created."""
@@ -385,5 +516,5 @@ class MemberClient:
                                      result=rpc_pb2.Compare.EQUAL, create_revision=0)],
             success=[rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=key, value=value, lease=lease))],
         )
-        r = self._call("Txn", self._kv.Txn, txn)
+        r = self._call("Txn", self._link.kv.Txn, txn)
         return bool(r.succeeded)

@@ -1,7 +1,7 @@
 """Health monitoring: quorum math, named checks, the check report and Prometheus metrics."""
 
+from etcdguard.etcd.quorum import QuorumState, QuorumVerdict, assess_quorum
 from etcdguard.monitor.model import BackupFreshness, CheckResult, Severity, worst
-from etcdguard.monitor.quorum import QuorumState, QuorumVerdict, assess_quorum
 from etcdguard.monitor.report import CheckReport, run_checks, status_document
 
 __all__ = [

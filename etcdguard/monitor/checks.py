@@ -7,8 +7,8 @@ from collections import Counter
 from etcdguard.config import EtcdConfig, MonitorConfig
 from etcdguard.etcd.binaries import EtcdVersion
 from etcdguard.etcd.cluster import ClusterHealth, MemberHealth
+from etcdguard.etcd.quorum import QuorumState, assess_quorum
 from etcdguard.monitor.model import CheckResult, Severity
-from etcdguard.monitor.quorum import QuorumState, assess_quorum
 
 OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICAL, Severity.UNKNOWN
 

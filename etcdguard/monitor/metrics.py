@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from etcdguard.etcd.cluster import ClusterHealth
+from etcdguard.etcd.quorum import assess_quorum
 from etcdguard.monitor.model import BackupFreshness, CheckResult
-from etcdguard.monitor.quorum import assess_quorum
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MEMBER_LABELS = ("member", "member_id")

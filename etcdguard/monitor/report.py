@@ -9,10 +9,10 @@ from typing import Any
 
 from etcdguard.config import MonitorConfig
 from etcdguard.etcd.cluster import ClusterHealth
+from etcdguard.etcd.quorum import QuorumVerdict, assess_quorum
 from etcdguard.monitor import checks
 from etcdguard.monitor.freshness import check_backup_age, check_leader_changes, check_verification
 from etcdguard.monitor.model import BackupFreshness, CheckResult, Severity, worst
-from etcdguard.monitor.quorum import QuorumVerdict, assess_quorum
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from etcdguard.backup.pipeline import BackupResult, request_from_settings, take_
 from etcdguard.config import LocalStoreConfig, Settings
 from etcdguard.errors import EtcdGuardError, OperationInterruptedError
 from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
+from etcdguard.etcd.quorum import assess_quorum
 from etcdguard.monitor.freshness import freshness_from_entries
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.monitor.model import BackupFreshness
-from etcdguard.monitor.quorum import assess_quorum
 from etcdguard.monitor.report import CheckReport, run_checks
 from etcdguard.service.election import LeaderElector
 from etcdguard.service.metrics import ServiceMetrics

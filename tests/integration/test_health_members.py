@@ -12,7 +12,7 @@ import pytest
 from etcdguard.errors import EtcdGuardError
 from etcdguard.etcd.client import MemberClient
 from etcdguard.etcd.cluster import ClusterHealth
-from etcdguard.monitor.quorum import assess_quorum
+from etcdguard.etcd.quorum import assess_quorum
 from tests.integration.health_fixtures import OLD, PRIMARY, cli, cli_endpoint_args, need, probe, wait_for
 from tests.support.etcd_cluster import EtcdCluster, Member, etcd_cluster
 from tests.support.tls import make_tls_bundle

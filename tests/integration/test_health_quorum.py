@@ -9,7 +9,7 @@ import pytest
 
 from etcdguard.config import EtcdConfig
 from etcdguard.etcd.cluster import ClusterHealth, pick_snapshot_source, probe_cluster
-from etcdguard.monitor.quorum import QuorumState, assess_quorum
+from etcdguard.etcd.quorum import QuorumState, assess_quorum
 from tests.integration.health_fixtures import (
     TIMEOUT,
     cli,

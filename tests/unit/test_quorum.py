@@ -1,10 +1,10 @@
-"""Quorum math over fake members: sizes 1-5, learners, members that see no leader."""
+"""Quorum math over fake members: sizes 1-5, learners, members that see no leader, what-ifs."""
 
 from __future__ import annotations
 
 import pytest
 
-from etcdguard.monitor.quorum import (
+from etcdguard.etcd.quorum import (
     QuorumState,
     assess_quorum,
     failures_tolerated,
@@ -12,8 +12,11 @@ from etcdguard.monitor.quorum import (
     quorum_margin,
     quorum_size,
     voting_members,
+    what_if_add,
+    what_if_promote,
+    what_if_remove,
 )
-from tests.unit.test_monitor_fakes import mem
+from tests.unit.test_monitor_fakes import mem, member_id
 
 
 @pytest.mark.parametrize(("voting", "quorum"),
@@ -112,3 +115,68 @@ def test_to_dict_round_numbers() -> None:
     d = assess_quorum([mem("m0", leader=True), mem("m1"), mem("m2", up=False)]).to_dict()
     assert d["state"] == "DEGRADED" and d["failures_tolerated"] == 0 and d["quorum_size"] == 2
     assert d["unhealthy"] == ["m2 (unreachable)"]
+
+
+# -- what if ------------------------------------------------------------------------------------
+def three(*down: str) -> list:  # type: ignore[type-arg]
+    return [mem(n, up=n not in down, leader=n == "m0") for n in ("m0", "m1", "m2")]
+
+
+def test_remove_a_dead_member_of_three_is_safe() -> None:
+    change = what_if_remove(three("m2"), member_id("m2"))
+    assert change.safe and change.before.quorum == 2 and change.after.quorum == 2
+    assert (change.after.voters, change.after.healthy_voters, change.after.fault_tolerance) == (2, 2, 0)
+    assert "remove m2 (voter, unreachable): safe" in change.explanation
+    assert any("even number" in w for w in change.warnings)
+
+
+def test_remove_a_live_member_when_another_is_down_loses_quorum() -> None:
+    change = what_if_remove(three("m2"), member_id("m1"))
+    assert not change.safe
+    assert "only 1 of 2 voters would be healthy and quorum would need 2" in change.explanation
+    assert "before: 3 voters (2 healthy), quorum 2, can lose 0 more" in change.explanation
+
+
+def test_no_change_without_quorum_now() -> None:
+    change = what_if_remove(three("m1", "m2"), member_id("m2"))
+    assert not change.safe and "no quorum now" in change.explanation
+
+
+def test_remove_the_last_member_is_refused() -> None:
+    change = what_if_remove([mem("m0", leader=True)], member_id("m0"))
+    assert not change.safe and "last member" in change.explanation
+
+
+def test_remove_a_learner_never_changes_the_voters() -> None:
+    members = [*three(), mem("l1", learner=True, up=False)]
+    change = what_if_remove(members, member_id("l1"))
+    assert change.safe and change.after.voters == 3 and change.after.members == 3
+    assert change.warnings == ()
+
+
+@pytest.mark.parametrize(("down", "learner", "safe"), [
+    ((), False, True),          # 3 healthy of 4: quorum 3, still holds
+    (("m2",), False, False),    # 2 healthy of 4 (new one down): quorum 3 -> writes would stop
+    (("m2",), True, True),      # a learner does not count
+])
+def test_add_counts_the_new_voter_as_down(down: tuple[str, ...], learner: bool, safe: bool) -> None:
+    change = what_if_add(three(*down), learner=learner)
+    assert change.safe is safe
+    assert change.after.voters == (3 if learner else 4)
+    assert change.after.healthy_voters == 3 - len(down)
+    if not safe:
+        assert "add it as a learner instead" in change.explanation
+
+
+def test_grow_a_single_member() -> None:
+    single = [mem("m0", leader=True)]
+    assert not what_if_add(single).safe        # 2 voters, 1 healthy, quorum 2
+    assert what_if_add(single, learner=True).safe
+    learner = mem("n1", learner=True)
+    change = what_if_promote([*single, learner], member_id("n1"))
+    assert change.safe and change.after.voters == 2 and change.after.healthy_voters == 2
+    down = what_if_promote([*single, mem("n2", learner=True, up=False)], member_id("n2"))
+    assert not down.safe
+    with pytest.raises(ValueError):
+        what_if_promote(single, member_id("m0"))
+    assert change.to_dict()["after"]["quorum"] == 2
