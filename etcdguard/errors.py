@@ -33,7 +33,7 @@ EXIT_CODE_HELP: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.FAILURE: "unexpected internal error",
     ExitCode.USAGE: "bad command-line usage",
-    ExitCode.CONFIG: "invalid configuration, or a required key/recipient is missing (fail closed)",
+    ExitCode.CONFIG: "invalid configuration, or a required key or recipient is missing",
     ExitCode.ETCD: "etcd unreachable, TLS failure, or etcd refused the request",
     ExitCode.STORAGE: "backup store unreachable, bucket missing, access denied, or upload failed",
     ExitCode.INTEGRITY: "backup failed an integrity check: digest, signature, or decryption",
@@ -69,6 +69,12 @@ class PermanentError(EtcdGuardError):
     """A failure that retrying will not fix (bad input, corrupt data, missing keys)."""
 
     transient = False
+
+
+class UsageError(PermanentError):
+    """The command line is wrong: an unknown option, a bad flag value, a missing argument."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(PermanentError):

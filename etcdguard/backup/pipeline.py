@@ -12,6 +12,7 @@ The object is committed only once both the stream and the count have succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import BinaryIO, cast
 import pyrage
 import zstandard
 
-from etcdguard import __version__
+from etcdguard import __version__, interrupts
 from etcdguard.backup.keycount import count_keys
 from etcdguard.backup.keys import SigningKey, fingerprint, load_signing_key, parse_recipients, recipient_lines
 from etcdguard.backup.manifest import (
@@ -397,6 +398,17 @@ def _backup_from(request: BackupRequest, store: BlobStore, candidate: SourceCand
                  steps: _Steps, progress: Progress, cancel: threading.Event | None, backup_id: str,
                  prefix: str, object_name: str, created_at: datetime,
                  now: Callable[[], datetime]) -> BackupResult:
+    # From the object's commit until its manifest is written, SIGTERM/SIGINT wait (seconds at
+    # most): an interrupt in between would leave an object without a manifest.
+    with contextlib.ExitStack() as sealing:
+        return _backup_into(request, store, candidate, run, steps, progress, cancel, backup_id, prefix,
+                            object_name, created_at, now, sealing)
+
+
+def _backup_into(request: BackupRequest, store: BlobStore, candidate: SourceCandidate, run: BackupRun,
+                 steps: _Steps, progress: Progress, cancel: threading.Event | None, backup_id: str,
+                 prefix: str, object_name: str, created_at: datetime,
+                 now: Callable[[], datetime], sealing: contextlib.ExitStack) -> BackupResult:
     status = steps.start("hashkv", candidate.name)
     try:
         with client_for(request.etcd, candidate.endpoint) as client:
@@ -435,6 +447,7 @@ def _backup_from(request: BackupRequest, store: BlobStore, candidate: SourceCand
                     steps.finish(count_status, str(exc), failed=True, at=counter.finished_at)
                     raise
                 steps.finish(count_status, f"{counts.total} keys", at=counter.finished_at)
+            sealing.enter_context(interrupts.deferred())
             info = writer.commit()
     except BaseException as exc:
         steps.finish(status, str(exc), failed=True)

@@ -20,7 +20,7 @@ import zstandard
 
 from etcdguard.backup.manifest import Manifest
 from etcdguard.backup.streams import TRAILER_BYTES, HashingReader
-from etcdguard.errors import ConfigError, IntegrityError, StorageError
+from etcdguard.errors import ConfigError, IntegrityError
 from etcdguard.storage.base import BlobStore
 
 READ_SIZE = 1 << 20
@@ -95,7 +95,8 @@ def recover_snapshot(
         try:
             source = store.open_reader(f"{prefix}/{stored.key}")
         except KeyError:
-            raise StorageError(f"backup {manifest.backup_id}: object {stored.key} is missing") from None
+            raise IntegrityError(f"backup {manifest.backup_id}: its manifest names object {stored.key}, "
+                                 "which is missing from the store") from None
         reader = HashingReader(source)
         decompressor: Any = zstandard.ZstdDecompressor().stream_writer(
             cast(BinaryIO, sink), write_size=READ_SIZE, closefd=False)

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from etcdguard.backup.catalog import BackupEntry, safe_entries
-from etcdguard.backup.recover import recover_snapshot
+from etcdguard.backup.download import download_backup
+from etcdguard.backup.manifest import Manifest
 from etcdguard.cli import options as opt
-from etcdguard.cli.common import OutputFormat, exit_codes_epilog, handle_errors, print_json, settings, stderr, stdout
+from etcdguard.cli.common import (
+    OutputFormat,
+    exit_codes_epilog,
+    handle_errors,
+    print_json,
+    restore_command,
+    settings,
+    state,
+    stderr,
+    stdout,
+)
 from etcdguard.cli.render import human_age, human_bytes, when
-from etcdguard.errors import AbortedError
+from etcdguard.errors import AbortedError, UsageError
 
 backups_app = typer.Typer(help="List, inspect, download and delete backups.", no_args_is_help=True,
                           epilog=exit_codes_epilog())
@@ -106,11 +128,36 @@ def show(
             stdout.print(f"  {prefix:<50} {count}")
 
 
+class _DownloadProgress:
+    """A progress bar (bytes, MB/s) on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar: Progress | None = None
+        if enabled and stderr.is_terminal:
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), TimeRemainingColumn(), console=stderr, transient=True)
+        self.task: TaskID | None = None
+
+    def start(self, manifest: Manifest) -> None:
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task(f"download {escape(manifest.backup_id)}", total=manifest.snapshot.size)
+
+    def advance(self, plain_bytes: int) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task, plain_bytes)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 @backups_app.command("download")
 def download(
     ctx: typer.Context,
     backup_id: Annotated[str, typer.Argument(help="Backup id, a unique prefix of it, or 'latest'.")],
-    output_path: Annotated[Path, typer.Option("--output", "-o", help="Where to write the plain snapshot.db.")],
+    output_path: Annotated[Path, typer.Option(
+        "--output", "-o", help="Output file for the plain snapshot.db, or - for stdout.")],
     identity: opt.Identity = None,
     signing_pub: opt.SigningPub = None,
     insecure_skip_signature: opt.SkipSignature = False,
@@ -122,26 +169,38 @@ def download(
     """Download, check, decrypt and decompress a backup into a plain etcd snapshot file.
 
     Refuses (exit 6) a backup whose manifest signature, stored digest, decryption or etcd
-    trailer does not check out. The result restores with `etcdutl snapshot restore`.
+    trailer does not check out; nothing is left behind then, nor when interrupted. With -o -
+    the snapshot goes to stdout, and only once every check has passed (it is staged in a
+    private temporary directory first). The result restores with etcdutl snapshot restore.
     """
     overrides = {**opt.store_overrides(store, s3_endpoint_url, cluster_name),
                  "encryption.identity_file": identity, "signing.public_keys": signing_pub or None}
+    to_stdout = str(output_path) == "-"
+    progress = _DownloadProgress(enabled=not state(ctx).quiet)
     with handle_errors():
         cfg = settings(ctx, overrides)
-        if output_path.exists() and not force:
+        if not to_stdout and output_path.exists() and not force:
             raise AbortedError(f"{output_path} exists; pass --force to overwrite it")
+        if to_stdout and sys.stdout.isatty():
+            raise UsageError("-o -: stdout is a terminal; redirect it to a file or a pipe")
         if insecure_skip_signature:
             stderr.print("[bold red]WARNING: --insecure-skip-signature: the manifest signature is NOT "
                          "checked; a forged backup would be accepted[/]")
         keys = opt.verify_keys(cfg, insecure_skip_signature)
-        catalog = opt.open_catalog(cfg)
-        resolved = catalog.resolve(backup_id)
-        manifest = catalog.open(resolved, keys)
-        result = recover_snapshot(catalog.store, manifest, catalog.prefix(resolved), opt.identities(cfg),
-                                  output_path)
-    stdout.print(f"[green]wrote[/] {result.path} ({human_bytes(result.size)}, sha256 {result.sha256[:16]}..., "
-                 f"revision {manifest.hashkv.revision}): digest, signature and etcd trailer checked")
-    stdout.print(f"restore it with: etcdutl snapshot restore {result.path} --data-dir <new-dir>")
+        dest: Path | BinaryIO = sys.stdout.buffer if to_stdout else output_path
+        try:
+            result = download_backup(opt.open_catalog(cfg), backup_id, keys, opt.identities(cfg), dest,
+                                     on_start=progress.start, on_bytes=progress.advance)
+        finally:
+            progress.stop()
+    m = result.manifest
+    done = (f"({human_bytes(result.size)}, sha256 {result.sha256[:16]}..., revision {m.hashkv.revision}): "
+            "digest, signature and etcd trailer checked")
+    if result.path is None:
+        stderr.print(f"[green]wrote[/] backup {escape(m.backup_id)} to stdout {done}")
+        return
+    stdout.print(f"[green]wrote[/] {escape(str(result.path))} {done}")
+    stdout.print(f"restore it with: {restore_command(result.path)}")
 
 
 @backups_app.command("delete")

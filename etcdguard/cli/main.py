@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer import _click as click
 
 from etcdguard import __version__, interrupts
-from etcdguard.cli.common import AppState, exit_codes_epilog, report_interrupt, stderr, usage_error
+from etcdguard.cli.common import AppState, exit_codes_epilog, report_interrupt, stderr, unwrap_help, usage_error
 from etcdguard.cli.registry import register_all
 from etcdguard.errors import ExitCode
 
@@ -109,3 +109,7 @@ def run() -> None:
 
 
 register_all(app)
+unwrap_help(app)
+
+if __name__ == "__main__":
+    run()

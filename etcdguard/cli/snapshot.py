@@ -16,6 +16,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from etcdguard import interrupts
 from etcdguard.backup.pipeline import BackupResult, StepState, StepStatus, request_from_settings, take_backup
 from etcdguard.backup.pipeline import Progress as PipelineProgress
 from etcdguard.cli import options as opt
@@ -145,7 +146,8 @@ def snapshot(
         if is_default and not quiet:
             stderr.print(f"no store configured: using the embedded local store {blob_store.url}")
         started = time.monotonic()
-        result = take_backup(request, blob_store, progress=_RichProgress(quiet))
+        result = take_backup(request, blob_store, progress=_RichProgress(quiet),
+                             cancel=interrupts.cancel_event())
         info = summary(result, time.monotonic() - started)
     if output is OutputFormat.json:
         print_json(info)

@@ -12,6 +12,11 @@ their own root (directory or bucket prefix). Contracts every adapter keeps:
   from the read methods.
 * Memory used by a writer is bounded by the adapter's part size times its concurrency,
   whatever the object's size.
+* What a writer killed without a chance to abort (SIGKILL, OOM, power loss) leaves behind
+  (temp files, open multipart uploads, directories it created) is listed by
+  :meth:`BlobStore.list_incomplete` with the time of its last write, and removed by
+  :meth:`BlobStore.cleanup_incomplete` once that is older than a threshold, so a writer
+  that is still writing is never touched.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import BinaryIO
 
+from etcdguard import interrupts
+
 
 @dataclass(frozen=True)
 class BlobInfo:
@@ -32,6 +39,19 @@ class BlobInfo:
     key: str
     size: int
     modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class IncompleteWrite:
+    """A leftover of a writer that never committed or aborted: a temp file or an open multipart upload."""
+
+    key: str
+    """The store key being written (for a local temp file: its directory plus its temp name)."""
+    kind: str
+    """``partial file`` or ``multipart upload``."""
+    last_activity: datetime
+    """When it was last written to (S3: its newest part, else its initiation)."""
+    size: int | None = None
 
 
 class BlobWriter(abc.ABC):
@@ -57,7 +77,8 @@ class BlobWriter(abc.ABC):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is not None:
-            self.abort()
+            with interrupts.deferred():  # a second SIGTERM/Ctrl-C must not cut the abort short
+                self.abort()
 
 
 class BlobStore(abc.ABC):
@@ -101,8 +122,18 @@ class BlobStore(abc.ABC):
         """Delete ``key``; deleting a missing key is not an error."""
 
     @abc.abstractmethod
+    def list_incomplete(self, prefix: str = "") -> builtins.list[IncompleteWrite]:
+        """Leftovers of writers under ``prefix`` that neither committed nor aborted (see the module contract).
+
+        A writer still writing is listed too (with a recent ``last_activity``).
+        """
+
+    @abc.abstractmethod
     def cleanup_incomplete(self, prefix: str = "", older_than_seconds: float = 0.0) -> int:
-        """Remove leftovers of interrupted writers (temp files, open multipart uploads); returns count."""
+        """Remove leftovers under ``prefix`` whose last write is older than the threshold; returns count.
+
+        The local store also removes the empty directories such writers left (same threshold).
+        """
 
     def list_children(self, prefix: str) -> builtins.list[str]:
         """Names of the immediate 'directories' under ``prefix`` (e.g. backup ids under a cluster)."""

@@ -2,11 +2,14 @@
 
 Objects are plain files under the root directory (created 0700). Writers stream into a private
 ``.partial-*`` temp file (0600) next to the target, then fsync, ``os.replace`` and fsync the
-directory, so an object is either absent or complete, even across a crash.
+directory, so an object is either absent or complete, even across a crash. An aborted writer
+removes its temp file and the directories that became empty; a killed one leaves both, which
+:meth:`LocalStore.cleanup_incomplete` removes later.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import stat
@@ -17,8 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
+from etcdguard import interrupts
 from etcdguard.errors import StorageError
-from etcdguard.storage.base import BlobInfo, BlobStore, BlobWriter
+from etcdguard.storage.base import BlobInfo, BlobStore, BlobWriter, IncompleteWrite
 
 PARTIAL_PREFIX = ".partial-"
 _DIR_MODE = 0o700
@@ -64,21 +68,24 @@ class LocalWriter(BlobWriter):
 
     def __init__(self, store: LocalStore, key: str) -> None:
         self.key = key
+        self._store = store
         self._final = store.path_of(key)
         self._size = 0
         self._state = "open"
-        for attempt in range(3):  # a concurrent delete() may prune the fresh directory
-            store.ensure_dir(self._final.parent)
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=self._final.parent)
-                break
-            except FileNotFoundError as exc:
-                if attempt == 2:
+        with interrupts.deferred():  # the temp file must exist only once this writer knows it
+            for attempt in range(3):  # a concurrent delete() may prune the fresh directory
+                store.ensure_dir(self._final.parent)
+                try:
+                    fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=self._final.parent)
+                    break
+                except FileNotFoundError as exc:
+                    if attempt == 2:
+                        raise _os_error("create a temp file in", self._final.parent, exc) from exc
+                except OSError as exc:
+                    store.prune_empty_dirs(self._final.parent)
                     raise _os_error("create a temp file in", self._final.parent, exc) from exc
-            except OSError as exc:
-                raise _os_error("create a temp file in", self._final.parent, exc) from exc
-        self._tmp = Path(tmp)
-        self._file: BinaryIO = os.fdopen(fd, "wb")
+            self._tmp = Path(tmp)
+            self._file: BinaryIO = os.fdopen(fd, "wb")
 
     def __repr__(self) -> str:
         return f"LocalWriter({str(self._final)!r}, state={self._state}, size={self._size})"
@@ -97,8 +104,14 @@ class LocalWriter(BlobWriter):
         self._size += len(data)
 
     def commit(self) -> BlobInfo:
-        """fsync the temp file, rename it to the key's path and fsync the directory."""
+        """fsync the temp file, rename it to the key's path and fsync the directory (not cut short
+        by SIGTERM/SIGINT: an object that became visible is reported as committed)."""
         self._require_open()
+        with interrupts.deferred():
+            self._commit()
+        return BlobInfo(self.key, self._size, datetime.now(timezone.utc))
+
+    def _commit(self) -> None:
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -109,17 +122,17 @@ class LocalWriter(BlobWriter):
             self._state = "failed"
             raise _os_error("commit", self._final, exc) from exc
         self._state = "committed"
-        return BlobInfo(self.key, self._size, datetime.now(timezone.utc))
 
     def abort(self) -> None:
-        """Close and remove the temp file; idempotent, never raises for a missing file."""
+        """Close and remove the temp file and the directories left empty; idempotent, never raises."""
         if self._state in ("committed", "aborted"):
             return
         self._state = "aborted"
         with contextlib.suppress(OSError):
             self._file.close()
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             self._tmp.unlink()
+        self._store.prune_empty_dirs(self._tmp.parent)
 
 
 class LocalStore(BlobStore):
@@ -160,6 +173,17 @@ class LocalStore(BlobStore):
                 raise _os_error("create directory", d, exc) from exc
             with contextlib.suppress(OSError):
                 _fsync_dir(d.parent)
+
+    def prune_empty_dirs(self, path: Path) -> None:
+        """Remove ``path`` and its parents while they are empty (never the root); never raises."""
+        while path != self.root and self.root in path.parents:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (another writer), gone, or not ours to remove
+                return
+            with contextlib.suppress(OSError):
+                _fsync_dir(path.parent)
+            path = path.parent
 
     def check(self) -> None:
         """The root exists (or can be created) and is writable."""
@@ -261,16 +285,26 @@ class LocalStore(BlobStore):
             raise _os_error("delete", path, exc) from exc
         with contextlib.suppress(OSError):
             _fsync_dir(path.parent)
-        parent = path.parent
-        while parent != self.root and self.root in parent.parents:
+        self.prune_empty_dirs(path.parent)
+
+    def list_incomplete(self, prefix: str = "") -> builtins.list[IncompleteWrite]:
+        """``.partial-*`` temp files under ``prefix``, with their size and mtime."""
+        found = []
+        for key, entry in self._walk(prefix, partial=True):
             try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            found.append(IncompleteWrite(key, "partial file", datetime.fromtimestamp(st.st_mtime, timezone.utc),
+                                         st.st_size))
+        return found
 
     def cleanup_incomplete(self, prefix: str = "", older_than_seconds: float = 0.0) -> int:
-        """Remove ``.partial-*`` temp files older than the threshold; returns how many."""
+        """Remove ``.partial-*`` temp files, then empty directories, not modified for the threshold.
+
+        Returns how many temp files were removed. A directory another writer has just created
+        (or written a temp file into) has a fresh mtime and is left alone.
+        """
         cutoff = time.time() - older_than_seconds
         removed = 0
         for _key, entry in list(self._walk(prefix, partial=True)):
@@ -282,4 +316,23 @@ class LocalStore(BlobStore):
                 continue
             except OSError as exc:
                 raise _os_error("remove", Path(entry.path), exc) from exc
+        self._remove_stale_empty_dirs(prefix, cutoff)
         return removed
+
+    def _remove_stale_empty_dirs(self, prefix: str, cutoff: float) -> None:
+        """Remove empty directories under ``prefix`` (deepest first) last modified before ``cutoff``."""
+        validate_prefix(prefix)
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root.joinpath(*head.split("/")) if head else self.root
+        if not start.is_dir():
+            return
+        for dirpath, _dirs, _files in os.walk(start, topdown=False):
+            path = Path(dirpath)
+            rel = path.relative_to(self.root).as_posix() + "/"
+            if path == self.root or not rel.startswith(prefix):
+                continue
+            try:
+                if path.stat().st_mtime <= cutoff:
+                    path.rmdir()
+            except OSError:  # not empty, or already gone
+                continue

@@ -15,6 +15,7 @@ mistake, while retention and ordinary credentials (including the service's own) 
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import hashlib
 import io
@@ -28,9 +29,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import botocore.exceptions as bex
 
+from etcdguard import interrupts
 from etcdguard.config import S3StoreConfig
 from etcdguard.errors import ConfigError, StorageError, StorageUnavailableError
-from etcdguard.storage.base import BlobInfo, BlobStore, BlobWriter
+from etcdguard.storage.base import BlobInfo, BlobStore, BlobWriter, IncompleteWrite
 from etcdguard.storage.local import validate_key, validate_prefix
 
 if TYPE_CHECKING:
@@ -218,8 +220,9 @@ class S3Writer(BlobWriter):
     def _submit_part(self) -> None:
         self._wait(self._concurrency - 1)  # a free slot before the buffer is handed over
         if self._upload_id is None:
-            self._upload_id = self._store.call(self._store.client.create_multipart_upload, "upload of",
-                                               self.key, Key=self._full, **self._extra)["UploadId"]
+            with interrupts.deferred():  # an upload created must be known, so that abort() ends it
+                self._upload_id = self._store.call(self._store.client.create_multipart_upload, "upload of",
+                                                   self.key, Key=self._full, **self._extra)["UploadId"]
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-part")
         assert self._pool is not None
         part = self._take_buffer()
@@ -251,8 +254,11 @@ class S3Writer(BlobWriter):
             self._size += len(data)
 
     def commit(self) -> BlobInfo:
-        """PutObject for small objects, else upload the last part and complete the multipart upload."""
-        with self._failing():
+        """PutObject for small objects, else upload the last part and complete the multipart upload.
+
+        SIGTERM/SIGINT wait until it is done: an object that became visible is reported as committed.
+        """
+        with self._failing(), interrupts.deferred():
             client = self._store.client
             if self._upload_id is None:
                 body = self._take_buffer()
@@ -444,25 +450,66 @@ class S3Store(BlobStore):
         full = self.full_key(key)
         self.call(self.client.delete_object, "delete of", key, Key=full)
 
-    def cleanup_incomplete(self, prefix: str = "", older_than_seconds: float = 0.0) -> int:
-        """Abort multipart uploads under ``prefix`` initiated more than the threshold ago."""
+    def _open_uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """ListMultipartUploads under ``prefix`` (errors mapped)."""
         full = self._bucket_prefix(prefix)
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_seconds)
-        aborted = 0
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.config.bucket, Prefix=full)
             for page in pages:
                 for upload in page.get("Uploads", []):
-                    if not upload["Key"].startswith(full) or upload["Initiated"] > cutoff:
-                        continue
-                    try:
-                        self.client.abort_multipart_upload(
-                            Bucket=self.config.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                    except bex.ClientError as exc:
-                        if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
-                            raise
-                    aborted += 1
+                    if upload["Key"].startswith(full):
+                        yield dict(upload)
         except Exception as exc:
-            raise self.error(exc, "cleanup of", prefix or None) from exc
+            raise self.error(exc, "listing uploads of", prefix or None) from exc
+
+    def _upload_activity(self, upload: dict[str, Any]) -> tuple[datetime, int]:
+        """(newest part's LastModified, or the initiation; bytes uploaded so far) of an open upload."""
+        newest: datetime = upload["Initiated"]
+        size = 0
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.config.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            for page in pages:
+                for part in page.get("Parts", []):
+                    size += int(part.get("Size", 0))
+                    if part.get("LastModified") and part["LastModified"] > newest:
+                        newest = part["LastModified"]
+        except bex.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise self.error(exc, "listing parts of", upload["Key"]) from exc
+        except Exception as exc:
+            raise self.error(exc, "listing parts of", upload["Key"]) from exc
+        return newest, size
+
+    def _store_key(self, bucket_key: str) -> str:
+        return bucket_key[len(self.config.prefix) + 1:] if self.config.prefix else bucket_key
+
+    def list_incomplete(self, prefix: str = "") -> builtins.list[IncompleteWrite]:
+        """Open multipart uploads under ``prefix``, each with the time of its newest part."""
+        found = []
+        for upload in self._open_uploads(prefix):
+            activity, size = self._upload_activity(upload)
+            found.append(IncompleteWrite(self._store_key(upload["Key"]), "multipart upload", activity, size))
+        return found
+
+    def cleanup_incomplete(self, prefix: str = "", older_than_seconds: float = 0.0) -> int:
+        """Abort multipart uploads under ``prefix`` whose newest part (or start) is older than the threshold.
+
+        An upload that is still receiving parts, however long ago it started, is left alone.
+        """
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_seconds)
+        aborted = 0
+        for upload in self._open_uploads(prefix):
+            if upload["Initiated"] > cutoff or self._upload_activity(upload)[0] > cutoff:
+                continue
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.config.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            except bex.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                    raise self.error(exc, "abort of", self._store_key(upload["Key"])) from exc
+            except Exception as exc:
+                raise self.error(exc, "abort of", self._store_key(upload["Key"])) from exc
+            aborted += 1
         return aborted
