@@ -1,82 +1,171 @@
-"""The catalog: which complete backups a store holds for one cluster, and their state.
+"""The catalog: which complete backups a store holds for one cluster, and which of them count.
 
-A backup is complete only when its manifest.json exists. Reading the catalog never trusts
-a manifest for restore; :meth:`Catalog.open` checks the signature when keys are given.
+A backup is complete only when its manifest.json exists. It *counts* (retention slot, freshness,
+"latest", the newest verification) only when its manifest is a record of this cluster and
+backup id signed by a trusted key (:class:`Trust`); its verdict counts only when it is signed
+too and names the digest of that manifest. Untrusted entries are still listed, marked, so an
+operator sees what someone planted, and are removed only by an explicit ``backups delete``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from etcdguard.backup.keys import SigningKey, VerifyKey
+from etcdguard.backup.keys import SigningKey, VerifyKey, trusted_verify_keys
 from etcdguard.backup.manifest import (
     BACKUP_ID_RE,
     MANIFEST_NAME,
     PIN_NAME,
     VERIFICATION_NAME,
+    ClusterRef,
     Manifest,
     Verification,
     backup_prefix,
+    manifest_expect,
     open_manifest,
     open_verification,
-    seal,
+    read_manifest,
+    seal_verification,
 )
+from etcdguard.backup.signed import check_record
+from etcdguard.config import Settings
 from etcdguard.errors import BackupNotFoundError, EtcdGuardError, IntegrityError
 from etcdguard.storage.base import BlobStore
+
+LATEST = "latest"
+LATEST_VERIFIED = "latest-verified"
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Which records count: signed by one of ``keys`` (``None``: the operator explicitly accepts
+    unsigned records) and, when ``cluster_id`` is known, naming that etcd cluster id."""
+
+    keys: tuple[VerifyKey, ...] | None = ()
+    cluster_id: str | None = None
+
+    @classmethod
+    def of(cls, keys: Sequence[VerifyKey] | None, cluster_id: str | None = None) -> Trust:
+        """Trust built from a key list (None = accept unsigned records)."""
+        return cls(None if keys is None else tuple(keys), cluster_id)
+
+    def describe(self) -> str:
+        """One line for humans: which keys are trusted."""
+        if self.keys is None:
+            return "signatures NOT checked (unsigned records accepted)"
+        return "trusted keys: " + (", ".join(k.key_id for k in self.keys) or "none configured")
 
 
 @dataclass(frozen=True)
 class BackupEntry:
-    """One complete backup as listed (the manifest is parsed, not yet trusted)."""
+    """One complete backup as listed.
+
+    ``manifest`` is whatever the store holds (shown, never acted on unless ``trusted``);
+    ``problem`` says why it is unreadable or untrusted. ``verification`` is set only for a
+    verdict that checks against the trusted manifest (``verification_problem`` otherwise).
+    """
 
     backup_id: str
     manifest: Manifest | None
     verification: Verification | None
     pinned: bool
     problem: str | None = None
+    trusted: bool = False
+    verification_problem: str | None = None
 
     @property
     def created_at(self) -> datetime | None:
-        """When the backup started, if the manifest could be read."""
+        """When the backup started, if the manifest could be read (trusted or not)."""
         return self.manifest.created_at if self.manifest else None
 
     @property
     def verified(self) -> bool:
-        """True when the latest verification passed."""
-        return self.verification is not None and self.verification.result == "passed"
+        """True when the backup is trusted and its latest (trusted) verification passed."""
+        return self.trusted and self.verification is not None and self.verification.result == "passed"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (used by ``backups list -o json`` and the service API)."""
+    @property
+    def trust_state(self) -> str:
+        """'trusted', 'untrusted' (readable, but the signature or binding does not check) or 'unreadable'."""
+        if self.trusted:
+            return "trusted"
+        return "untrusted" if self.manifest is not None else "unreadable"
+
+    def to_dict(self, *, detail: bool = True) -> dict[str, Any]:
+        """JSON form (``backups list -o json``, the service API). ``detail=False`` leaves out the
+        manifest's endpoints, member ids and store keys (the service's unauthenticated view)."""
         m, v = self.manifest, self.verification
-        return {
+        out: dict[str, Any] = {
             "backup_id": self.backup_id,
             "pinned": self.pinned,
+            "trust": self.trust_state,
             "problem": self.problem,
             "verification": self.verification_state,
+            "verification_problem": self.verification_problem,
             "verification_detail": None if v is None else {
-                "result": v.result, "reason": v.reason, "hash_proof": v.hash_proof,
+                "result": v.result, "reason": v.reason if detail else None, "hash_proof": v.hash_proof,
                 "finished_at": v.finished_at.isoformat(), "etcd_version_used": v.etcd_version_used,
                 "sandbox": v.sandbox},
-            "manifest": None if m is None else m.model_dump(mode="json"),
         }
+        if detail:
+            out["manifest"] = None if m is None else m.model_dump(mode="json")
+        else:
+            out["problem"] = None if self.problem is None else self.trust_state
+            out["verification_problem"] = None if self.verification_problem is None else "rejected"
+            out["manifest"] = None if m is None else {
+                "created_at": m.created_at.isoformat(), "revision": m.hashkv.revision,
+                "snapshot_size": m.snapshot.size, "stored_size": m.stored.size,
+                "etcd_version": m.source.etcd_version}
+        return out
 
     @property
     def verification_state(self) -> str:
-        """'verified', 'failed', or 'never'."""
+        """'verified', 'failed', or 'never' (an untrusted verdict counts as never)."""
         if self.verification is None:
             return "never"
         return "verified" if self.verification.result == "passed" else "failed"
 
 
+def cluster_id_hex(cluster_id: int | None) -> str | None:
+    """etcd's numeric cluster id as manifests record it (lower-case hex); None stays None."""
+    return f"{cluster_id:x}" if cluster_id else None
+
+
+def trust_from_settings(settings: Settings, *, skip_signature: bool = False,
+                        cluster_id: int | str | None = None) -> Trust:
+    """The configured trust: the keys of :func:`trusted_verify_keys`; with none configured and
+    ``signing.allow_unsigned`` (or ``skip_signature``) unsigned records are accepted, otherwise
+    nothing counts. ``cluster_id`` (when the live cluster is known) must match too."""
+    expected = cluster_id_hex(cluster_id) if isinstance(cluster_id, int) else cluster_id
+    if skip_signature:
+        return Trust(None, expected)
+    keys = trusted_verify_keys(list(settings.signing.public_keys), settings.signing.key_file,
+                               settings.encryption.identity_file)
+    if not keys and settings.signing.allow_unsigned:
+        return Trust(None, expected)
+    return Trust(tuple(keys), expected)
+
+
+def to_verify(entries: Iterable[BackupEntry]) -> list[str]:
+    """Ids worth verifying next, newest first: trusted backups without a trusted verdict."""
+    return [e.backup_id for e in entries if e.trusted and e.verification_state == "never"]
+
+
+def trusted_only(entries: Iterable[BackupEntry]) -> list[BackupEntry]:
+    """The entries that count."""
+    return [e for e in entries if e.trusted]
+
+
 class Catalog:
     """Backups of one cluster in one store."""
 
-    def __init__(self, store: BlobStore, cluster: str) -> None:
+    def __init__(self, store: BlobStore, cluster: str, trust: Trust | None = None) -> None:
         self.store = store
         self.cluster = cluster
+        self.trust = trust or Trust()
 
     def prefix(self, backup_id: str) -> str:
         """Store key prefix of ``backup_id``."""
@@ -104,38 +193,48 @@ class Catalog:
             return None
 
     def entry(self, backup_id: str) -> BackupEntry:
-        """One backup's entry (raises BackupNotFoundError when it is not complete)."""
+        """One backup's entry, judged against :attr:`trust` (BackupNotFoundError when not complete)."""
         raw = self._read_json_record(backup_id, MANIFEST_NAME)
         if raw is None:
             raise BackupNotFoundError(f"no complete backup {backup_id!r} for cluster {self.cluster!r} "
                                       f"in {self.store.url}")
-        manifest: Manifest | None = None
-        problem = None
+        pinned = self.store.stat(f"{self.prefix(backup_id)}/{PIN_NAME}") is not None
+        what = f"manifest of {backup_id}"
         try:
-            manifest = open_manifest(raw, None, f"manifest of {backup_id}")
+            rec, manifest = read_manifest(raw, what)
         except IntegrityError as exc:
-            problem = str(exc)
-        verification = None
+            return BackupEntry(backup_id, None, None, pinned, problem=str(exc))
+        try:
+            check_record(rec, manifest_expect(self.cluster, backup_id, self.trust.cluster_id), self.trust.keys, what)
+        except IntegrityError as exc:
+            return BackupEntry(backup_id, manifest, None, pinned, problem=str(exc))
+        verification, verification_problem = None, None
         vraw = self._read_json_record(backup_id, VERIFICATION_NAME)
         if vraw is not None:
             try:
-                verification = open_verification(vraw, None, f"verification of {backup_id}")
+                verification = open_verification(vraw, self.trust.keys, manifest, f"verification of {backup_id}")
             except IntegrityError as exc:
-                problem = problem or str(exc)
-        pinned = self.store.stat(f"{self.prefix(backup_id)}/{PIN_NAME}") is not None
-        return BackupEntry(backup_id, manifest, verification, pinned, problem)
+                verification_problem = str(exc)
+        return BackupEntry(backup_id, manifest, verification, pinned, trusted=True,
+                           verification_problem=verification_problem)
 
     def entries(self) -> list[BackupEntry]:
         """Every complete backup, newest first."""
         return [self.entry(i) for i in reversed(self.backup_ids())]
 
     def resolve(self, selector: str) -> str:
-        """A backup id from an id, a unique id prefix, or 'latest'."""
+        """A backup id from an id, a unique id prefix, 'latest' or 'latest-verified' (the newest
+        trusted backup, the newest trusted and verified one)."""
         ids = self.backup_ids()
-        if selector == "latest":
-            if not ids:
-                raise BackupNotFoundError(f"no backups for cluster {self.cluster!r} in {self.store.url}")
-            return ids[-1]
+        if selector in (LATEST, LATEST_VERIFIED):
+            for backup_id in reversed(ids):
+                entry = self._entry_or_none(backup_id)
+                if entry is not None and entry.trusted and (selector == LATEST or entry.verified):
+                    return backup_id
+            what = "verified " if selector == LATEST_VERIFIED else ""
+            untrusted = f" ({len(ids)} untrusted; {self.trust.describe()})" if ids else ""
+            raise BackupNotFoundError(f"no trusted {what}backup of cluster {self.cluster!r} in "
+                                      f"{self.store.url}{untrusted}")
         if selector in ids:
             return selector
         matches = [i for i in ids if i.startswith(selector)]
@@ -146,21 +245,30 @@ class Catalog:
         raise BackupNotFoundError(f"no complete backup {selector!r} for cluster {self.cluster!r} "
                                   f"in {self.store.url}")
 
-    def open(self, backup_id: str, keys: list[VerifyKey] | None) -> Manifest:
-        """The manifest of ``backup_id`` with its signature checked (``keys=None`` skips the check)."""
+    def _entry_or_none(self, backup_id: str) -> BackupEntry | None:
+        try:
+            return self.entry(backup_id)
+        except EtcdGuardError:
+            return None
+
+    def open(self, backup_id: str, keys: Sequence[VerifyKey] | None) -> Manifest:
+        """The manifest of ``backup_id``, checked to be this cluster's (and :attr:`trust`'s cluster
+        id's) record of that id, signed by one of ``keys`` (``keys=None`` skips the signature)."""
         raw = self._read_json_record(backup_id, MANIFEST_NAME)
         if raw is None:
             raise BackupNotFoundError(f"no complete backup {backup_id!r} in {self.store.url}")
-        manifest = open_manifest(raw, keys, f"manifest of {backup_id}")
-        if manifest.backup_id != backup_id or manifest.cluster.name != self.cluster:
-            raise IntegrityError(f"manifest of {backup_id} describes another backup "
-                                 f"({manifest.cluster.name}/{manifest.backup_id}): it was moved or forged")
-        return manifest
+        return open_manifest(raw, keys, manifest_expect(self.cluster, backup_id, self.trust.cluster_id),
+                             f"manifest of {backup_id}")
 
-    def write_verification(self, verification: Verification, key: SigningKey | None) -> None:
-        """Store the (signed) latest verification verdict beside the backup."""
+    def write_verification(self, verification: Verification, key: SigningKey | None,
+                           manifest: Manifest | None = None) -> None:
+        """Store the (signed) latest verdict beside the backup, bound to the ``manifest`` it judged
+        (without one, e.g. for an unreadable manifest, the verdict counts for nothing)."""
+        cluster = manifest.cluster if manifest else ClusterRef(name=self.cluster, cluster_id="")
+        if manifest is not None:
+            verification = verification.model_copy(update={"manifest_sha256": manifest.digest})
         self.store.put_bytes(f"{self.prefix(verification.backup_id)}/{VERIFICATION_NAME}",
-                             seal("verification", verification, key))
+                             seal_verification(verification, cluster, key))
 
     def set_pinned(self, backup_id: str, pinned: bool, reason: str = "") -> None:
         """Pin (protect from retention) or unpin a backup."""

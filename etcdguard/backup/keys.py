@@ -97,6 +97,10 @@ class GeneratedKeys:
 def generate_keys(directory: Path, *, force: bool = False) -> GeneratedKeys:
     """Write identity.age (0600), recipient.txt, signing.key (0600) and signing.pub into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    reason = unsafe_reason(directory)
+    if reason is not None:
+        raise ConfigError(f"refusing to write keys into {directory}: {reason} "
+                          "(another user could replace them); use a private directory (chmod 700)")
     paths = [directory / n for n in (IDENTITY_FILE, RECIPIENT_FILE, SIGNING_KEY_FILE, SIGNING_PUB_FILE)]
     existing = [p for p in paths if p.exists()]
     if existing and not force:
@@ -189,16 +193,39 @@ def load_verify_key(path: Path) -> VerifyKey:
     return VerifyKey(key)
 
 
+def unsafe_reason(path: Path) -> str | None:
+    """Why ``path`` could have been written by another user (None when it could not): not owned
+    by this user, or writable by group or others."""
+    try:
+        st = path.lstat() if path.is_symlink() else path.stat()
+    except OSError as exc:
+        return f"cannot stat {path}: {exc.strerror or exc}"
+    if st.st_uid != os.geteuid():
+        return f"{path} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by {'group' if st.st_mode & 0o020 else 'others'} (mode {st.st_mode & 0o777:o})"
+    return None
+
+
 def trusted_verify_keys(public_key_files: list[Path], signing_key_file: Path | None,
                         identity_file: Path | None) -> list[VerifyKey]:
-    """Public keys trusted to sign manifests: configured ones, the configured signing key's,
-    and signing.pub beside the identity file (``keys generate`` writes them together)."""
+    """Public keys trusted to sign records: the configured ones (``signing.public_keys``,
+    ``--signing-pub``) and the public half of the configured signing key.
+
+    Only when none is configured, ``signing.pub`` beside the identity file (``keys generate``
+    writes them together) is used, and only if it and its directory belong to this user and are
+    not writable by group or others (ConfigError otherwise: someone else could have planted it).
+    """
     keys = [load_verify_key(p) for p in public_key_files]
     if signing_key_file is not None and signing_key_file.exists():
         keys.append(load_signing_key(signing_key_file).public)
-    if identity_file is not None:
+    if not keys and identity_file is not None:
         beside = identity_file.parent / SIGNING_PUB_FILE
         if beside.exists():
+            reason = unsafe_reason(beside.parent) or unsafe_reason(beside)
+            if reason is not None:
+                raise ConfigError(f"not trusting {beside}: {reason}; fix its permissions or pass "
+                                  "--signing-pub / signing.public_keys")
             keys.append(load_verify_key(beside))
     unique = {k.key_id: k for k in keys}
     return list(unique.values())

@@ -1,4 +1,4 @@
-"""Backup format v1: the manifest and verification records, canonical JSON and signatures.
+"""Backup format v2: the manifest and verification records.
 
 Layout in a store (keys relative to the store root)::
 
@@ -7,25 +7,37 @@ Layout in a store (keys relative to the store root)::
     <cluster>/<backup-id>/verification.json     the latest signed verification verdict
     <cluster>/<backup-id>/pin.json              present while the backup is pinned
 
-Both JSON records are envelopes ``{"<record>": {...}, "signature": {...}}`` where the
-signature is Ed25519 over the canonical JSON (sorted keys, no spaces, UTF-8) of the record.
+Both JSON records are signed records (:mod:`etcdguard.backup.signed`): the signature covers
+the record type, the cluster name and id, the backup id and the content; a verdict also names
+the digest of the manifest it judged.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from etcdguard.backup.keys import SigningKey, VerifyKey, check_signature
+from etcdguard.backup.keys import SigningKey, VerifyKey
+from etcdguard.backup.signed import (
+    MANIFEST,
+    VERIFICATION,
+    Expect,
+    SignedRecord,
+    Subject,
+    check_record,
+    open_record,
+    parse_record,
+    seal_record,
+)
 from etcdguard.errors import IntegrityError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_FORMATS = (1, 2)  # v1 manifests are still read (see docs/backup-format.md)
 MANIFEST_NAME = "manifest.json"
 VERIFICATION_NAME = "verification.json"
 PIN_NAME = "pin.json"
@@ -43,11 +55,6 @@ def new_backup_id(now: datetime | None = None) -> str:
 def backup_prefix(cluster: str, backup_id: str) -> str:
     """Store key prefix of one backup."""
     return f"{cluster}/{backup_id}"
-
-
-def canonical_json(data: Any) -> bytes:
-    """The exact bytes that are signed."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class _Record(BaseModel):
@@ -120,6 +127,12 @@ class Manifest(_Record):
     created_at: datetime
     finished_at: datetime
     tool_version: str
+    _digest: str = PrivateAttr(default="")
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the signed manifest record it was read from ("" when built, not read)."""
+        return self._digest
 
     @property
     def duration_seconds(self) -> float:
@@ -144,69 +157,63 @@ class Verification(_Record):
     finished_at: datetime
     signing_key_id: str | None = None
     tool_version: str = ""
+    manifest_sha256: str = ""  # digest of the manifest record it judged (SignedRecord.digest)
 
 
-class Signature(_Record):
-    """Detached Ed25519 signature in an envelope."""
-
-    algorithm: Literal["ed25519"] = "ed25519"
-    key_id: str
-    value: str
+def seal_manifest(manifest: Manifest, key: SigningKey | None) -> bytes:
+    """The manifest as a (signed when ``key`` is given) record; its subject comes from the manifest."""
+    subject = Subject(cluster=manifest.cluster.name, cluster_id=manifest.cluster.cluster_id, id=manifest.backup_id)
+    return seal_record(MANIFEST, subject, manifest, key)
 
 
-def seal(record_name: str, record: _Record, key: SigningKey | None) -> bytes:
-    """Serialize ``record`` into a (signed when ``key`` is given) envelope."""
-    payload = record.model_dump(mode="json")
-    envelope: dict[str, Any] = {record_name: payload}
-    if key is not None:
-        sig = key.sign(canonical_json(payload))
-        envelope["signature"] = Signature(key_id=key.key_id,
-                                          value=base64.b64encode(sig).decode()).model_dump()
-    return json.dumps(envelope, indent=2, sort_keys=True).encode() + b"\n"
+def seal_verification(verification: Verification, cluster: ClusterRef, key: SigningKey | None) -> bytes:
+    """The verdict as a (signed when ``key`` is given) record about ``cluster``/its backup id."""
+    subject = Subject(cluster=cluster.name, cluster_id=cluster.cluster_id, id=verification.backup_id)
+    return seal_record(VERIFICATION, subject, verification, key)
 
 
-def _open(record_name: str, data: bytes, what: str) -> tuple[dict[str, Any], Signature | None]:
+def manifest_expect(cluster: str, backup_id: str, cluster_id: str | None = None) -> Expect:
+    """What a manifest stored under ``cluster``/``backup_id`` must say about itself."""
+    return Expect(MANIFEST, cluster, backup_id, cluster_id)
+
+
+def read_manifest(data: bytes, what: str = "manifest") -> tuple[SignedRecord, Manifest]:
+    """Parse a manifest record without trusting it (for listing); IntegrityError when unreadable."""
+    rec = parse_record(data, what)
+    if rec.type != MANIFEST:
+        raise IntegrityError(f"{what} is a {rec.type!r} record, not a manifest")
     try:
-        envelope = json.loads(data)
-        payload = envelope[record_name]
-        sig = Signature.model_validate(envelope["signature"]) if envelope.get("signature") else None
-    except (ValueError, KeyError, TypeError, ValidationError):
-        raise IntegrityError(f"{what} is not a valid etcdguard {record_name} record") from None
-    if not isinstance(payload, dict):
-        raise IntegrityError(f"{what} is not a valid etcdguard {record_name} record")
-    return payload, sig
-
-
-def _verify(payload: dict[str, Any], sig: Signature | None, keys: list[VerifyKey] | None, what: str) -> None:
-    if keys is None:
-        return  # the caller explicitly skips signature checks
-    if sig is None:
-        raise IntegrityError(f"{what} is not signed; refusing it (use --insecure-skip-signature to override)")
-    try:
-        raw = base64.b64decode(sig.value, validate=True)
-    except ValueError:
-        raise IntegrityError(f"{what} has a malformed signature") from None
-    check_signature(keys, sig.key_id, raw, canonical_json(payload), what)
-
-
-def open_manifest(data: bytes, keys: list[VerifyKey] | None, what: str = "manifest") -> Manifest:
-    """Parse a manifest envelope, checking its signature against ``keys`` (None = skip check)."""
-    payload, sig = _open("manifest", data, what)
-    _verify(payload, sig, keys, what)
-    try:
-        manifest = Manifest.model_validate(payload)
+        manifest = Manifest.model_validate(rec.record)
     except ValidationError:
         raise IntegrityError(f"{what} does not match backup format v{FORMAT_VERSION}") from None
-    if manifest.format_version != FORMAT_VERSION:
+    if manifest.format_version not in SUPPORTED_FORMATS or manifest.format_version != rec.version:
         raise IntegrityError(f"{what}: unsupported format version {manifest.format_version}")
+    s = rec.subject
+    if (s.cluster, s.cluster_id, s.id) != (manifest.cluster.name, manifest.cluster.cluster_id, manifest.backup_id):
+        raise IntegrityError(f"{what}: its signed subject and its content name different backups")
+    manifest._digest = rec.digest
+    return rec, manifest
+
+
+def open_manifest(data: bytes, keys: Sequence[VerifyKey] | None, expect: Expect,
+                  what: str = "manifest") -> Manifest:
+    """Parse a manifest and check it is the one ``expect`` names, signed by one of ``keys``
+    (``keys=None``: the operator explicitly skips the signature check)."""
+    rec, manifest = read_manifest(data, what)
+    check_record(rec, expect, keys, what)
     return manifest
 
 
-def open_verification(data: bytes, keys: list[VerifyKey] | None, what: str = "verification") -> Verification:
-    """Parse a verification envelope, checking its signature (None = skip check)."""
-    payload, sig = _open("verification", data, what)
-    _verify(payload, sig, keys, what)
+def open_verification(data: bytes, keys: Sequence[VerifyKey] | None, manifest: Manifest,
+                      what: str = "verification") -> Verification:
+    """Parse a verdict and check that it judged exactly ``manifest`` (type, cluster, id, digest)
+    and is signed by one of ``keys`` (None: explicitly accept an unsigned verdict)."""
+    expect = Expect(VERIFICATION, manifest.cluster.name, manifest.backup_id, manifest.cluster.cluster_id)
+    rec = open_record(data, expect, keys, what)
     try:
-        return Verification.model_validate(payload)
+        verification = Verification.model_validate(rec.record)
     except ValidationError:
         raise IntegrityError(f"{what} is not a valid verification record") from None
+    if verification.backup_id != manifest.backup_id or verification.manifest_sha256 != manifest.digest:
+        raise IntegrityError(f"{what} judged another manifest than the one stored: it was moved or forged")
+    return verification

@@ -41,7 +41,7 @@ from etcdguard.backup.manifest import (
     StoredObject,
     backup_prefix,
     new_backup_id,
-    seal,
+    seal_manifest,
 )
 from etcdguard.backup.streams import BytePipe, HashingWriter, PipeClosedError, SnapshotReader
 from etcdguard.config import EtcdConfig, Settings
@@ -478,7 +478,7 @@ def _backup_into(request: BackupRequest, store: BlobStore, candidate: SourceCand
         raise IntegrityError(f"store reports {info.size} bytes for {object_name}, "
                              f"{streamed.stored_size} were written")
     try:
-        store.put_bytes(f"{prefix}/{MANIFEST_NAME}", seal("manifest", manifest, request.signing_key))
+        store.put_bytes(f"{prefix}/{MANIFEST_NAME}", seal_manifest(manifest, request.signing_key))
     except BaseException as exc:
         steps.finish(status, str(exc), failed=True)
         store.delete(f"{prefix}/{object_name}")

@@ -33,6 +33,7 @@ MINIMUM_COUNT = "minimum count"
 FUTURE_DATED = "future-dated"
 INCOMPLETE = "incomplete (not pruned)"
 UNREADABLE = "unreadable manifest"
+UNTRUSTED = "untrusted (not pruned: remove it with `backups delete ID`)"
 PINNED_MEANWHILE = "pinned meanwhile"
 
 
@@ -145,8 +146,8 @@ def plan_retention(backups: Iterable[RetainableBackup], policy: RetentionConfig,
 
 
 def retainable(entry: BackupEntry) -> RetainableBackup | None:
-    """The retention view of a catalog entry; None when its manifest cannot be read."""
-    if entry.manifest is None:
+    """The retention view of a catalog entry; None unless its manifest is trusted."""
+    if entry.manifest is None or not entry.trusted:
         return None
     created = entry.manifest.created_at
     if created.tzinfo is None:
@@ -155,16 +156,22 @@ def retainable(entry: BackupEntry) -> RetainableBackup | None:
                             verified=entry.verified, pinned=entry.pinned)
 
 
+def _left_alone(entry: BackupEntry) -> str:
+    return UNREADABLE if entry.manifest is None else UNTRUSTED
+
+
 def plan_entries(entries: Iterable[BackupEntry], policy: RetentionConfig, now: datetime) -> RetentionDecision:
-    """Plan over catalog entries; an entry whose manifest is unreadable is kept and reported."""
+    """Plan over catalog entries. Only trusted entries take part; an unreadable or untrusted one
+    takes no slot, is never deleted, and is reported in ``problems``."""
     listed = list(entries)
     candidates = [r for r in map(retainable, listed) if r is not None]
     decision = plan_retention(candidates, policy, now)
-    unreadable = {e.backup_id: e.problem or "manifest unreadable" for e in listed if e.manifest is None}
+    alone = [e for e in listed if not e.trusted]
     keep = dict(decision.keep)
-    for backup_id in unreadable:
-        keep[backup_id] = [UNREADABLE]
-    return RetentionDecision(keep=keep, delete=decision.delete, problems=unreadable)
+    for e in alone:
+        keep[e.backup_id] = [_left_alone(e)]
+    problems = {e.backup_id: e.problem or _left_alone(e) for e in alone}
+    return RetentionDecision(keep=keep, delete=decision.delete, problems=problems)
 
 
 DeleteCallback = Callable[[str, int], None]
@@ -175,8 +182,9 @@ def execute_retention(catalog: Catalog, decision: RetentionDecision,
     """Delete ``decision.delete`` oldest first; returns the decision as carried out.
 
     Each backup is read again right before it is deleted: one pinned (or whose manifest became
-    unreadable) since the plan was made is kept. One already gone is skipped. A store error stops the run (every delete
-    removes the manifest first, so nothing half-deleted still looks complete).
+    unreadable or untrusted) since the plan was made is kept. One already gone is skipped. A store
+    error stops the run (every delete removes the manifest first, so nothing half-deleted still
+    looks complete).
     ``on_delete(backup_id, objects)`` is called after each deletion.
     """
     keep = {i: list(r) for i, r in decision.keep.items()}
@@ -185,10 +193,10 @@ def execute_retention(catalog: Catalog, decision: RetentionDecision,
     for backup_id in decision.delete:
         try:
             current = catalog.entry(backup_id)
-            if current.pinned or current.manifest is None:
-                keep[backup_id] = [PINNED_MEANWHILE if current.pinned else UNREADABLE]
-                if current.manifest is None:
-                    problems[backup_id] = current.problem or "manifest unreadable"
+            if current.pinned or not current.trusted:
+                keep[backup_id] = [PINNED_MEANWHILE if current.pinned else _left_alone(current)]
+                if not current.trusted:
+                    problems[backup_id] = current.problem or _left_alone(current)
                 continue
             objects = catalog.delete(backup_id)
         except BackupNotFoundError:

@@ -34,7 +34,7 @@ from etcdguard.cli.common import (
     stderr,
     stdout,
 )
-from etcdguard.cli.render import human_age, human_bytes, when
+from etcdguard.cli.render import clean, human_age, human_bytes, when
 from etcdguard.errors import AbortedError, UsageError
 
 backups_app = typer.Typer(help="List, inspect, download and delete backups.", no_args_is_help=True,
@@ -48,11 +48,14 @@ def entry_dict(entry: BackupEntry) -> dict[str, Any]:
 
 def _verification_cell(entry: BackupEntry) -> str:
     v = entry.verification
+    if not entry.trusted:
+        return f"[bold red]UNTRUSTED[/]: {clean(entry.problem)}"
     if v is None:
-        return "[yellow]never[/]"
+        rejected = f" (verdict rejected: {clean(entry.verification_problem)})" if entry.verification_problem else ""
+        return f"[yellow]never[/]{rejected}"
     if v.result == "passed":
         return f"[green]verified[/] {human_age(v.finished_at)}"
-    return f"[red]failed[/] {human_age(v.finished_at)}: {v.reason}"
+    return f"[red]failed[/] {human_age(v.finished_at)}: {clean(v.reason)}"
 
 
 @backups_app.command("list")
@@ -61,11 +64,17 @@ def list_backups(
     store: opt.Store = None,
     s3_endpoint_url: opt.S3Endpoint = None,
     cluster_name: opt.Cluster = None,
+    signing_pub: opt.SigningPub = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
 ) -> None:
-    """List complete backups, newest first, with their verification state."""
+    """List complete backups, newest first, with their verification state.
+
+    Only backups whose manifest is signed by a trusted key (signing.public_keys, --signing-pub)
+    count; the others are listed as UNTRUSTED and are never pruned (`backups delete ID`).
+    """
+    overrides = {**opt.store_overrides(store, s3_endpoint_url, cluster_name), "signing.public_keys": signing_pub}
     with handle_errors():
-        catalog = opt.open_catalog(settings(ctx, opt.store_overrides(store, s3_endpoint_url, cluster_name)))
+        catalog = opt.open_catalog(settings(ctx, overrides))
         entries = safe_entries(catalog)
         incomplete = catalog.incomplete_ids()
     if output is OutputFormat.json:
@@ -77,13 +86,17 @@ def list_backups(
     for e in entries:
         m = e.manifest
         if m is None:
-            table.add_row(e.backup_id, "-", "-", "-", "-", "-", "-", f"[red]unreadable: {e.problem}[/]")
+            table.add_row(e.backup_id, "-", "-", "-", "-", "-", "-", f"[red]unreadable: {clean(e.problem)}[/]")
             continue
         table.add_row(e.backup_id + (" [cyan](pinned)[/]" if e.pinned else ""), when(m.created_at),
                       str(m.hashkv.revision), str(m.key_counts.total if m.key_counts else "-"),
                       human_bytes(m.snapshot.size), human_bytes(m.stored.size),
-                      f"{m.source.name} ({m.source.etcd_version})", _verification_cell(e))
+                      f"{clean(m.source.name)} ({clean(m.source.etcd_version)})", _verification_cell(e))
     stdout.print(table if entries else f"no backups of {catalog.cluster} in {catalog.store.url}")
+    untrusted = [e.backup_id for e in entries if not e.trusted]
+    if untrusted:
+        stderr.print(f"[bold red]{len(untrusted)} untrusted backup(s)[/] count for nothing and are never "
+                     f"pruned ({catalog.trust.describe()}); remove them with `backups delete ID`")
     if incomplete:
         stderr.print(f"[yellow]{len(incomplete)} incomplete backup(s) (no manifest, not restorable):[/] "
                      + ", ".join(incomplete))
@@ -96,28 +109,32 @@ def show(
     store: opt.Store = None,
     s3_endpoint_url: opt.S3Endpoint = None,
     cluster_name: opt.Cluster = None,
+    signing_pub: opt.SigningPub = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
 ) -> None:
-    """Show one backup's manifest and latest verification."""
+    """Show one backup's manifest, whether it is trusted, and its latest verification."""
+    overrides = {**opt.store_overrides(store, s3_endpoint_url, cluster_name), "signing.public_keys": signing_pub}
     with handle_errors():
-        catalog = opt.open_catalog(settings(ctx, opt.store_overrides(store, s3_endpoint_url, cluster_name)))
+        catalog = opt.open_catalog(settings(ctx, overrides))
         entry = catalog.entry(catalog.resolve(backup_id))
     data = entry_dict(entry)
     if output is OutputFormat.json or entry.manifest is None:
         print_json(data)
         return
     m = entry.manifest
+    signer = clean(m.signing_key_id) if m.signing_key_id else "nobody"
     rows = [
         ("backup", m.backup_id + ("  (pinned)" if entry.pinned else "")),
-        ("cluster", f"{m.cluster.name} (id {m.cluster.cluster_id})"),
-        ("source", f"{m.source.name} {m.source.endpoint} etcd {m.source.etcd_version}"),
+        ("trust", f"[green]trusted[/], signed by {signer}" if entry.trusted
+         else f"[bold red]UNTRUSTED[/]: {clean(entry.problem)}"),
+        ("cluster", f"{clean(m.cluster.name)} (id {clean(m.cluster.cluster_id)})"),
+        ("source", f"{clean(m.source.name)} {clean(m.source.endpoint)} etcd {clean(m.source.etcd_version)}"),
         ("created", f"{when(m.created_at)} ({human_age(m.created_at)}), took {m.duration_seconds:.1f}s"),
         ("hashkv", f"revision {m.hashkv.revision}, hash {m.hashkv.hash}, compact {m.hashkv.compact_revision}"),
         ("keys", "-" if m.key_counts is None else str(m.key_counts.total)),
-        ("snapshot", f"{human_bytes(m.snapshot.size)} sha256 {m.snapshot.sha256}"),
-        ("stored", f"{m.stored.key} {human_bytes(m.stored.size)} sha256 {m.stored.sha256}"),
-        ("encryption", f"{m.stored.encryption} recipients {', '.join(m.stored.recipients) or '-'}"),
-        ("signed by", m.signing_key_id or "[red]UNSIGNED[/]"),
+        ("snapshot", f"{human_bytes(m.snapshot.size)} sha256 {clean(m.snapshot.sha256)}"),
+        ("stored", f"{clean(m.stored.key)} {human_bytes(m.stored.size)} sha256 {clean(m.stored.sha256)}"),
+        ("encryption", f"{m.stored.encryption} recipients {clean(', '.join(m.stored.recipients)) or '-'}"),
         ("verification", _verification_cell(entry)),
     ]
     for name, value in rows:
@@ -125,7 +142,7 @@ def show(
     if m.key_counts and m.key_counts.by_prefix:
         stdout.print("[bold]keys by resource[/]")
         for prefix, count in m.key_counts.by_prefix.items():
-            stdout.print(f"  {prefix:<50} {count}")
+            stdout.print(f"  {clean(prefix):<50} {count}")
 
 
 class _DownloadProgress:
@@ -188,8 +205,9 @@ def download(
                          "checked; a forged backup would be accepted[/]")
         keys = opt.verify_keys(cfg, insecure_skip_signature)
         dest: Path | BinaryIO = sys.stdout.buffer if to_stdout else output_path
+        catalog = opt.open_catalog(cfg, skip_signature=insecure_skip_signature)
         try:
-            result = download_backup(opt.open_catalog(cfg), backup_id, keys, opt.identities(cfg), dest,
+            result = download_backup(catalog, backup_id, keys, opt.identities(cfg), dest,
                                      on_start=progress.start, on_bytes=progress.advance)
         finally:
             progress.stop()

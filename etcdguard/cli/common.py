@@ -20,6 +20,7 @@ from rich.markup import escape
 from typer import _click as click
 
 from etcdguard import interrupts
+from etcdguard.cli.render import clean
 from etcdguard.config import Settings, load_settings
 from etcdguard.errors import EXIT_CODE_HELP, EtcdGuardError, ExitCode
 
@@ -95,7 +96,7 @@ def settings(ctx: typer.Context, overrides: Mapping[str, Any] | None = None) -> 
 
 def fail(err: EtcdGuardError) -> typer.Exit:
     """Print ``err`` as one red line and return the Exit to raise."""
-    stderr.print(f"[bold red]error:[/] {err.message}", markup=True, highlight=False)
+    stderr.print(f"[bold red]error:[/] {clean(err.message)}", markup=True, highlight=False)
     return typer.Exit(int(err.exit_code))
 
 
@@ -132,7 +133,7 @@ def handle_errors() -> Iterator[None]:
     except Exception as exc:  # last resort: one line, never a traceback unless asked
         if os.environ.get("ETCDGUARD_DEBUG"):
             stderr.print_exception()
-        text = " ".join(str(exc).split()) or "no details"
+        text = clean(" ".join(str(exc).split())) or "no details"
         stderr.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {text} "
                      "(set ETCDGUARD_DEBUG=1 for a traceback)")
         raise typer.Exit(int(ExitCode.FAILURE)) from None

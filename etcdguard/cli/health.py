@@ -170,7 +170,7 @@ def check(
                         opt.store_overrides(store, s3_endpoint_url, cluster_name))
             health = probe_cluster(cfg.etcd, cfg.monitor)
             if cfg.store is not None:
-                fresh = freshness_from_entries(safe_entries(opt.open_catalog(cfg)))
+                fresh = freshness_from_entries(safe_entries(opt.open_catalog(cfg, cluster_id=health.cluster_id)))
         except EtcdGuardError as err:
             if output is CheckOutput.json:
                 print_json({"status": "UNKNOWN", "exit_code": 3, "summary": err.message})

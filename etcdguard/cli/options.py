@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from etcdguard.backup.catalog import Catalog
+from etcdguard.backup.catalog import Catalog, trust_from_settings
 from etcdguard.backup.keys import (
     VerifyKey,
     load_identities,
@@ -63,10 +63,12 @@ def open_configured_store(settings: Settings) -> tuple[BlobStore, bool]:
     return open_store(config), is_default
 
 
-def open_catalog(settings: Settings) -> Catalog:
-    """The catalog of the configured cluster in the configured store."""
+def open_catalog(settings: Settings, *, skip_signature: bool = False, cluster_id: int | None = None) -> Catalog:
+    """The catalog of the configured cluster in the configured store, judged with the configured
+    trusted keys (and ``cluster_id`` when the live cluster is known)."""
     store, _ = open_configured_store(settings)
-    return Catalog(store, settings.backup.cluster_name)
+    return Catalog(store, settings.backup.cluster_name,
+                   trust_from_settings(settings, skip_signature=skip_signature, cluster_id=cluster_id))
 
 
 def verify_keys(settings: Settings, skip_signature: bool) -> list[VerifyKey] | None:
@@ -77,7 +79,7 @@ def verify_keys(settings: Settings, skip_signature: bool) -> list[VerifyKey] | N
                                settings.encryption.identity_file)
     if not keys:
         raise ConfigError("no trusted signing public key: pass --signing-pub keys/signing.pub "
-                          "(or keep signing.pub beside the identity file); "
+                          "(or keep signing.pub in a private directory beside the identity file); "
                           "--insecure-skip-signature skips the check")
     return keys
 

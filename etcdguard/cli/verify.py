@@ -10,7 +10,7 @@ import typer
 from rich.status import Status
 from rich.table import Table
 
-from etcdguard.backup.catalog import Catalog, safe_entries
+from etcdguard.backup.catalog import Catalog, safe_entries, to_verify
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import OutputFormat, fail, handle_errors, print_json, settings, state, stderr, stdout
 from etcdguard.errors import ExitCode, IntegrityError
@@ -60,7 +60,7 @@ class StepPrinter:
 
 def _targets(catalog: Catalog, backup_id: str | None, latest: bool, unverified: bool) -> list[str]:
     if unverified:
-        return [e.backup_id for e in safe_entries(catalog) if e.verification_state == "never"]
+        return to_verify(safe_entries(catalog))
     return [catalog.resolve("latest" if latest else str(backup_id))]
 
 

@@ -83,9 +83,11 @@ def check_verification(freshness: BackupFreshness, config: MonitorConfig, now: d
 
 
 def freshness_from_entries(entries: Sequence[BackupEntry]) -> BackupFreshness:
-    """Newest backup and newest verification of a catalog listing (newest first)."""
-    newest = max((e.created_at for e in entries if e.created_at is not None), default=None)
-    verified = [e.verification for e in entries if e.verification is not None]
+    """Newest backup and newest verification of a catalog listing; only trusted backups and
+    their trusted verdicts count (a planted or copied record earns no credit)."""
+    trusted = [e for e in entries if e.trusted]
+    newest = max((e.created_at for e in trusted if e.created_at is not None), default=None)
+    verified = [e.verification for e in trusted if e.verification is not None]
     latest = max(verified, key=lambda v: v.finished_at, default=None)
     return BackupFreshness(newest_backup_at=newest,
                            newest_verification_at=latest.finished_at if latest else None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from etcdguard.backup.catalog import Catalog, safe_entries
+from etcdguard.backup.catalog import Catalog, safe_entries, to_verify, trust_from_settings
 from etcdguard.backup.keys import trusted_verify_keys
 from etcdguard.backup.pipeline import BackupResult, request_from_settings, take_backup
 from etcdguard.config import LocalStoreConfig, Settings
@@ -64,7 +64,9 @@ class Runtime:
     def catalog(self) -> Catalog:
         """The catalog of the configured store and cluster."""
         config, _ = self.settings.store_or_default()
-        return Catalog(open_store(config), self.settings.backup.cluster_name)
+        cluster_id = self.health.cluster_id if self.health is not None else None
+        return Catalog(open_store(config), self.settings.backup.cluster_name,
+                       trust_from_settings(self.settings, cluster_id=cluster_id))
 
     def state(self, job: str) -> JobState:
         """The JobState of ``job``."""
@@ -178,8 +180,7 @@ def _verify(runtime: Runtime, backup_ids: list[str] | None) -> bool:
     options = options_from_settings(settings, trusted)
     catalog = runtime.catalog()
     verifier = Verifier(catalog, sandbox_factory(settings.verify), options)
-    targets = backup_ids if backup_ids is not None else [
-        e.backup_id for e in safe_entries(catalog) if e.verification_state == "never"][:1]
+    targets = backup_ids if backup_ids is not None else to_verify(safe_entries(catalog))[:1]
     for backup_id in targets:
         if runtime.cancel.is_set():
             raise OperationInterruptedError("verification cancelled")

@@ -284,6 +284,6 @@ class Verifier:
             signing_key_id=key.key_id if key else None, tool_version=__version__)
         report = VerificationReport(verification, manifest, status, running, run.differences)
         with run.step("record", "signed verification.json" if key else "UNSIGNED verification.json"):
-            self.catalog.write_verification(verification, key)
+            self.catalog.write_verification(verification, key, manifest)
         report.recorded = True
         return report

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from etcdguard.backup.catalog import Catalog
-from etcdguard.backup.keys import GeneratedKeys, generate_keys
+from etcdguard.backup.catalog import Catalog, Trust
+from etcdguard.backup.keys import GeneratedKeys, generate_keys, load_verify_key
 from etcdguard.config import S3StoreConfig
 from etcdguard.storage import LocalStore, S3Store
 from tests.e2e.serve_helpers import Serve, wait_for
@@ -46,9 +46,9 @@ def base_config(endpoints: list[str], store: Any, keys: GeneratedKeys, **service
     }
 
 
-def s3_catalog(seaweed: SeaweedS3, bucket: str) -> Catalog:
+def s3_catalog(seaweed: SeaweedS3, bucket: str, keys: GeneratedKeys) -> Catalog:
     cfg = S3StoreConfig.model_validate(s3_config(seaweed, bucket))
-    return Catalog(S3Store(cfg), "default")
+    return Catalog(S3Store(cfg), "default", Trust.of([load_verify_key(keys.signing_pub)]))
 
 
 def test_serve_backs_up_verifies_prunes_and_reports(tmp_path: Path, keys: GeneratedKeys,
@@ -62,7 +62,7 @@ def test_serve_backs_up_verifies_prunes_and_reports(tmp_path: Path, keys: Genera
                              verify_after_snapshot=True, prune_after_snapshot=True)
         serve = Serve(tmp_path, config).start()
         try:
-            catalog = s3_catalog(seaweed, bucket)
+            catalog = s3_catalog(seaweed, bucket, keys)
             wait_for(lambda: serve.metric('etcdguard_backups_total{result="success"}') >= 4, 60, "4 backups")
             wait_for(lambda: serve.metric('etcdguard_verifications_total{result="passed"}') >= 3, 60,
                      "3 verifications")

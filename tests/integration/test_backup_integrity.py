@@ -63,7 +63,7 @@ def test_an_edited_manifest_is_refused(backup, cli: CLI, keys: GeneratedKeys, tm
     backup_dir, backup_id = backup
     path = backup_dir / "manifest.json"
     envelope = json.loads(path.read_text())
-    envelope["manifest"]["hashkv"]["revision"] += 1
+    envelope["record"]["hashkv"]["revision"] += 1
     path.write_text(json.dumps(envelope))
     result = download(cli, backup_dir, backup_id, keys.identity, tmp_path / "out.db")
     assert_one_line_error(result, 6, "signature does not verify")
@@ -84,20 +84,20 @@ def test_a_backup_forged_with_only_the_recipient_is_refused(backup, cli: CLI, ke
     path = backup_dir / "manifest.json"
     envelope = json.loads(path.read_text())
     import hashlib
-    envelope["manifest"]["stored"]["sha256"] = hashlib.sha256(forged).hexdigest()
-    envelope["manifest"]["stored"]["size"] = len(forged)
+    envelope["record"]["stored"]["sha256"] = hashlib.sha256(forged).hexdigest()
+    envelope["record"]["stored"]["size"] = len(forged)
     path.write_text(json.dumps(envelope))
     assert_one_line_error(download(cli, backup_dir, backup_id, keys.identity, tmp_path / "a.db"), 6,
                           "signature")
     # re-signed with the attacker's own key: unknown key
     attacker = generate_keys(tmp_path / "attacker")
-    from etcdguard.backup.manifest import Manifest, seal
-    manifest = Manifest.model_validate(envelope["manifest"])
-    path.write_bytes(seal("manifest", manifest, load_signing_key(attacker.signing_key)))
+    from etcdguard.backup.manifest import Manifest, seal_manifest
+    manifest = Manifest.model_validate(envelope["record"])
+    path.write_bytes(seal_manifest(manifest, load_signing_key(attacker.signing_key)))
     assert_one_line_error(download(cli, backup_dir, backup_id, keys.identity, tmp_path / "b.db"), 6,
                           "unknown key")
     # Same manifest left untouched (object swapped only): the stored digest does not match.
-    envelope["manifest"]["stored"]["sha256"] = "0" * 64
+    envelope["record"]["stored"]["sha256"] = "0" * 64
 
 
 def test_a_swapped_object_under_the_original_manifest_is_refused(backup, cli: CLI, keys: GeneratedKeys,
@@ -139,7 +139,7 @@ def test_download_result_is_an_etcd_snapshot(backup, cli: CLI, keys: GeneratedKe
     out = tmp_path / "snap.db"
     result = download(cli, backup_dir, backup_id, keys.identity, out)
     assert result.returncode == 0, result.stderr
-    manifest = json.loads((backup_dir / "manifest.json").read_text())["manifest"]
+    manifest = json.loads((backup_dir / "manifest.json").read_text())["record"]
     assert out.stat().st_size == manifest["snapshot"]["size"]
     again = download(cli, backup_dir, backup_id, keys.identity, out)
     assert_one_line_error(again, 10, "exists")

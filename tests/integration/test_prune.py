@@ -11,7 +11,8 @@ from typing import Literal
 import pytest
 from typer.testing import CliRunner, Result
 
-from etcdguard.backup.catalog import Catalog, safe_entries
+from etcdguard.backup.catalog import Catalog, Trust, safe_entries
+from etcdguard.backup.keys import generate_keys, load_signing_key, load_verify_key
 from etcdguard.backup.manifest import (
     ENCRYPTED_OBJECT,
     MANIFEST_NAME,
@@ -22,7 +23,7 @@ from etcdguard.backup.manifest import (
     SourceMember,
     StoredObject,
     Verification,
-    seal,
+    seal_manifest,
 )
 from etcdguard.backup.retention import (
     NEWEST_VERIFIED,
@@ -79,6 +80,11 @@ def manifest(backup_id: str, created: datetime) -> Manifest:
         signing_key_id=None, created_at=created, finished_at=created + timedelta(seconds=3), tool_version="0.1.0")
 
 
+def trusted_catalog(root: Path) -> Catalog:
+    """The catalog as a reader with the fixture's public key sees it."""
+    return Catalog(LocalStore(root), CLUSTER, Trust.of([load_verify_key(root.parent / "keys" / "signing.pub")]))
+
+
 def verdict(backup_id: str, result: Literal["passed", "failed"]) -> Verification:
     at = datetime(2025, 3, 10, tzinfo=UTC)
     return Verification(backup_id=backup_id, result=result, started_at=at, finished_at=at)
@@ -91,16 +97,20 @@ def store_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("ETCDGUARD_"):
             monkeypatch.delenv(name)
     root = tmp_path / "store"
+    keys = generate_keys(root.parent / "keys")
+    monkeypatch.setenv("ETCDGUARD_SIGNING_PUBLIC_KEYS", str(keys.signing_pub))
+    key = load_signing_key(keys.signing_key)
     store = LocalStore(root)
-    catalog = Catalog(store, CLUSTER)
+    catalog = trusted_catalog(root)
     for backup_id in ALL:
         created = datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         store.put_bytes(f"{catalog.prefix(backup_id)}/{ENCRYPTED_OBJECT}", b"dummy")
         store.put_bytes(f"{catalog.prefix(backup_id)}/{MANIFEST_NAME}",
-                        seal("manifest", manifest(backup_id, created), None))
-    catalog.write_verification(verdict(bid(2, 6), "passed"), None)
-    catalog.write_verification(verdict(NEWEST_VERIFIED_ID, "passed"), None)
-    catalog.write_verification(verdict(bid(5, 6), "failed"), None)  # failed: not protected
+                        seal_manifest(manifest(backup_id, created), key))
+    results: list[tuple[str, Literal["passed", "failed"]]] = [
+        (bid(2, 6), "passed"), (NEWEST_VERIFIED_ID, "passed"), (bid(5, 6), "failed")]  # failed: not protected
+    for backup_id, result in results:
+        catalog.write_verification(verdict(backup_id, result), key, catalog.open(backup_id, catalog.trust.keys))
     catalog.set_pinned(PINNED_ID, True, "audit")
     store.put_bytes(f"{catalog.prefix(UNREADABLE_ID)}/{ENCRYPTED_OBJECT}", b"dummy")
     store.put_bytes(f"{catalog.prefix(UNREADABLE_ID)}/{MANIFEST_NAME}", b"{not json")
@@ -164,7 +174,7 @@ def test_prune_deletes_exactly_the_plan_and_is_then_a_no_op(store_root: Path) ->
     assert data["deleted"] == planned["delete"] == EXPECTED_DELETE
     assert "deleted backup " + EXPECTED_DELETE[0] in r.stderr
     assert backup_dirs(store_root) == set(EXPECTED_KEEP) | {INCOMPLETE_ID}
-    catalog = Catalog(LocalStore(store_root), CLUSTER)
+    catalog = trusted_catalog(store_root)
     assert catalog.entry(PINNED_ID).pinned and catalog.entry(NEWEST_VERIFIED_ID).verified
     assert catalog.incomplete_ids() == [INCOMPLETE_ID]
 
@@ -210,7 +220,7 @@ def test_empty_store(tmp_path: Path) -> None:
 
 
 def test_apply_retention_dry_run_then_real(store_root: Path) -> None:
-    catalog = Catalog(LocalStore(store_root), CLUSTER)
+    catalog = trusted_catalog(store_root)
     now = datetime.now(UTC)
     before = files(store_root)
     plan = apply_retention(catalog, POLICY, now, dry_run=True)
@@ -222,7 +232,7 @@ def test_apply_retention_dry_run_then_real(store_root: Path) -> None:
 
 
 def test_a_backup_pinned_after_planning_is_not_deleted(store_root: Path) -> None:
-    catalog = Catalog(LocalStore(store_root), CLUSTER)
+    catalog = trusted_catalog(store_root)
     plan = plan_entries(safe_entries(catalog), POLICY, datetime.now(UTC))
     late_pin, gone = EXPECTED_DELETE[2], EXPECTED_DELETE[3]
     catalog.set_pinned(late_pin, True)

@@ -48,7 +48,7 @@ def test_snapshot_download_restore_round_trip(version: str, size: int, tmp_path:
     assert info["etcd_version"] == version and info["encrypted"] and info["signed"]
     assert info["keys"] == 301
 
-    manifest = json.loads((store / "default" / info["backup_id"] / "manifest.json").read_text())["manifest"]
+    manifest = json.loads((store / "default" / info["backup_id"] / "manifest.json").read_text())["record"]
     assert manifest["key_counts"]["by_prefix"]["/registry/pods"] > 0
     assert manifest["stored"]["encryption"] == "age-x25519"
 

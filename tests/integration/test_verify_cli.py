@@ -56,7 +56,8 @@ def test_verify_latest_passes_and_backups_list_shows_it(tmp_path: Path, backups:
     assert entry.verification_state == "verified"
     assert entry.verification is not None and entry.verification.sandbox.startswith("process:")
     listed = subprocess.run([shutil.which("etcdguard") or "etcdguard", "backups", "list", "--store",
-                             str(backups.store.root), "--cluster-name", backups.cluster, "-o", "json"],
+                             str(backups.store.root), "--cluster-name", backups.cluster, "-o", "json",
+                             "--signing-pub", str(backups.keys.signing_pub)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert listed.returncode == 0, listed.stderr
     assert [b["verification"] for b in json.loads(listed.stdout)] == ["verified"]

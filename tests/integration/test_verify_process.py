@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from etcdguard.backup.keys import load_verify_key
-from etcdguard.backup.manifest import ENCRYPTED_OBJECT, MANIFEST_NAME, VERIFICATION_NAME, open_verification
+from etcdguard.backup.manifest import ENCRYPTED_OBJECT, MANIFEST_NAME, VERIFICATION_NAME
+from etcdguard.backup.signed import VERIFICATION, Expect, open_record
 from etcdguard.errors import ConfigError, IntegrityError, VerificationFailedError
 from tests.integration.verify_fixtures import (  # noqa: F401 - fixtures
     Backups,
@@ -27,7 +28,8 @@ ALL_STEPS = {"manifest", "sandbox", "download", "snapshot status", "restore", "h
 
 def _recorded(b: Backups, backup_id: str) -> dict[str, object]:
     raw = b.store.get_bytes(f"{b.catalog.prefix(backup_id)}/{VERIFICATION_NAME}")
-    return open_verification(raw, [load_verify_key(b.keys.signing_pub)]).model_dump()
+    expect = Expect(VERIFICATION, b.cluster, backup_id)
+    return open_record(raw, expect, [load_verify_key(b.keys.signing_pub)], "verdict").record
 
 
 @pytest.mark.parametrize("version", ["3.4.23", "3.5.1", "3.5.16"])

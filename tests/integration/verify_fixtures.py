@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from etcdguard.backup.catalog import Catalog
+from etcdguard.backup.catalog import Catalog, Trust
 from etcdguard.backup.keycount import count_keys
 from etcdguard.backup.keys import (
     GeneratedKeys,
@@ -32,7 +32,7 @@ from etcdguard.backup.manifest import (
     HashKVRecord,
     Manifest,
     backup_prefix,
-    seal,
+    seal_manifest,
 )
 from etcdguard.backup.pipeline import BackupRequest, take_backup
 from etcdguard.config import EtcdConfig, VerifyConfig
@@ -71,7 +71,7 @@ class Backups:
 
     @property
     def catalog(self) -> Catalog:
-        return Catalog(self.store, self.cluster)
+        return Catalog(self.store, self.cluster, Trust.of([load_verify_key(self.keys.signing_pub)]))
 
     def options(self, **overrides: Any) -> VerifyOptions:
         base: dict[str, Any] = {
@@ -120,7 +120,7 @@ def make_backup(backups: Backups, source: MemberClient, *, manifest_from: Member
         update["source"] = manifest.source.model_copy(update={"etcd_version": etcd_version})
     manifest = manifest.model_copy(update=update)
     prefix = backup_prefix(backups.cluster, manifest.backup_id)
-    backups.store.put_bytes(f"{prefix}/{MANIFEST_NAME}", seal("manifest", manifest, key))
+    backups.store.put_bytes(f"{prefix}/{MANIFEST_NAME}", seal_manifest(manifest, key))
     return manifest
 
 

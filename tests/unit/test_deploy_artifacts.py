@@ -794,8 +794,10 @@ def test_cronjob_steps_run_against_real_etcd(chart: Any, tmp_path: Path) -> None
     listing = subprocess.run([*_etcdguard_cmd(), "backups", "list", "--store", str(store),
                               "--cluster-name", "kubeadm", "-o", "json"],
                              capture_output=True, text=True, timeout=60, check=True,
-                             env={k: v for k, v in os.environ.items() if not k.startswith("ETCDGUARD_")})
+                             env={**{k: v for k, v in os.environ.items() if not k.startswith("ETCDGUARD_")},
+                                  "ETCDGUARD_SIGNING_PUBLIC_KEYS": str(keys / "signing.pub")})
     (entry,) = json.loads(listing.stdout)
+    assert entry["trust"] == "trusted", listing.stdout
     assert entry["manifest"]["source"]["endpoint"] == cluster.endpoints[0]
     assert entry["verification"] == "verified", listing.stdout  # the verify step's signed verdict
     assert entry["verification_detail"]["result"] == "passed"
