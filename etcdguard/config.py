@@ -192,6 +192,7 @@ class RetentionConfig(_Model):
     weekly: int = Field(4, ge=0)
     monthly: int = Field(6, ge=0)
     min_count: int = Field(3, ge=1)
+    incomplete_grace_minutes: float = Field(60.0, ge=0)
 
 
 class ServiceConfig(_Model):

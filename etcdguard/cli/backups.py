@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from etcdguard.backup.catalog import BackupEntry, safe_entries
 from etcdguard.backup.download import download_backup
+from etcdguard.backup.leftovers import Leftover, find_leftovers
 from etcdguard.backup.manifest import Manifest
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import (
@@ -74,11 +76,16 @@ def list_backups(
     """
     overrides = {**opt.store_overrides(store, s3_endpoint_url, cluster_name), "signing.public_keys": signing_pub}
     with handle_errors():
-        catalog = opt.open_catalog(settings(ctx, overrides))
+        cfg = settings(ctx, overrides)
+        catalog = opt.open_catalog(cfg)
         entries = safe_entries(catalog)
-        incomplete = catalog.incomplete_ids()
+        leftovers = find_leftovers(catalog)
+    grace = cfg.retention.incomplete_grace_minutes
     if output is OutputFormat.json:
         print_json([entry_dict(e) for e in entries])
+        if leftovers:
+            stderr.print(f"[yellow]{len(leftovers)} leftover(s) of interrupted backups; "
+                         "list them with: etcdguard backups list (without -o json)[/]")
         return
     table = Table(title=f"backups of {catalog.cluster} in {catalog.store.url}", title_justify="left")
     for col in ("id", "created", "revision", "keys", "snapshot", "stored", "source", "verification"):
@@ -97,9 +104,22 @@ def list_backups(
     if untrusted:
         stderr.print(f"[bold red]{len(untrusted)} untrusted backup(s)[/] count for nothing and are never "
                      f"pruned ({catalog.trust.describe()}); remove them with `backups delete ID`")
-    if incomplete:
-        stderr.print(f"[yellow]{len(incomplete)} incomplete backup(s) (no manifest, not restorable):[/] "
-                     + ", ".join(incomplete))
+    if leftovers:
+        stdout.print(leftovers_table(leftovers, grace))
+
+
+def leftovers_table(leftovers: list[Leftover], grace_minutes: float) -> Table:
+    """The leftovers of interrupted backups, with how long each has been idle."""
+    now = datetime.now(timezone.utc)
+    table = Table(title=f"leftovers of interrupted backups (not restorable; backups prune removes those "
+                        f"idle for over {grace_minutes:g} min)", title_justify="left")
+    for col in ("kind", "key", "last write", "size"):
+        table.add_column(col)
+    for lo in leftovers:
+        state = "" if lo.age_seconds(now) > grace_minutes * 60 else " [yellow](may still be written)[/]"
+        table.add_row(lo.kind, escape(lo.key), f"{human_age(lo.last_activity, now)}{state}",
+                      "-" if lo.size is None else human_bytes(lo.size))
+    return table
 
 
 @backups_app.command("show")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from etcdguard.backup.catalog import BackupEntry, Catalog, safe_entries
+from etcdguard.backup.leftovers import Leftover, find_leftovers, remove_leftovers, stale
 from etcdguard.backup.retention import RetentionDecision, execute_retention, plan_entries
 from etcdguard.cli import options as opt
-from etcdguard.cli.backups import backups_app
+from etcdguard.cli.backups import backups_app, leftovers_table
 from etcdguard.cli.common import OutputFormat, handle_errors, print_json, settings, stderr, stdout
 from etcdguard.cli.render import when
 from etcdguard.config import RetentionConfig
@@ -101,6 +102,10 @@ def prune(
         "--monthly", help="Keep the newest backup of each of the N latest months with one.")] = None,
     min_count: Annotated[int | None, typer.Option(
         "--min-count", help="Always keep at least the newest N complete backups.")] = None,
+    incomplete_grace_minutes: Annotated[float | None, typer.Option(
+        "--incomplete-grace-minutes", min=0,
+        help="Remove leftovers of interrupted backups idle for longer than this (default 60; 0 removes "
+             "all of them: only when no other backup is running).")] = None,
     store: opt.Store = None,
     s3_endpoint_url: opt.S3Endpoint = None,
     cluster_name: opt.Cluster = None,
@@ -111,11 +116,16 @@ def prune(
     The counts default to the retention.* config keys. Never deletes a pinned backup, the
     newest verified backup, or below --min-count complete backups. Shows every backup with
     keep/delete and why; asks before deleting unless --yes.
+
+    Also removes the leftovers of interrupted backups (open multipart uploads, partial files,
+    objects without a manifest) once nothing has written to them for
+    --incomplete-grace-minutes, so a backup still being written is never touched.
     """
     overrides: dict[str, Any] = {
         **opt.store_overrides(store, s3_endpoint_url, cluster_name),
         "retention.keep_last": keep_last, "retention.hourly": hourly, "retention.daily": daily,
         "retention.weekly": weekly, "retention.monthly": monthly, "retention.min_count": min_count,
+        "retention.incomplete_grace_minutes": incomplete_grace_minutes,
     }
     as_json = output is OutputFormat.json
     with handle_errors():
@@ -123,25 +133,34 @@ def prune(
         catalog = opt.open_catalog(cfg)
         now = datetime.now(timezone.utc)
         entries = safe_entries(catalog)
-        incomplete = catalog.incomplete_ids()
+        grace = timedelta(minutes=cfg.retention.incomplete_grace_minutes)
+        leftovers = find_leftovers(catalog)
+        doomed = stale(leftovers, grace, now)
         decision = plan_entries(entries, cfg.retention, now)
         where = f"{catalog.cluster} in {catalog.store.url}"
         if not as_json:
             stdout.print(_table(decision, entries, f"retention plan for {where}") if entries
                          else f"no backups of {where}")
-        if incomplete:
-            stderr.print(f"[yellow]{len(incomplete)} incomplete backup(s) (no manifest) are not pruned:[/] "
-                         + ", ".join(incomplete))
-        if decision.delete and not dry_run:
+            if leftovers:
+                stdout.print(leftovers_table(leftovers, cfg.retention.incomplete_grace_minutes))
+        removed: list[Leftover] = []
+        if (decision.delete or doomed) and not dry_run:
             if not yes:
-                _confirm(f"delete {len(decision.delete)} backup(s) of {where}?")
-            decision = _execute(catalog, decision, as_json)
+                _confirm(f"delete {len(decision.delete)} backup(s) and {len(doomed)} leftover(s) of {where}?")
+            if decision.delete:
+                decision = _execute(catalog, decision, as_json)
+            if doomed:
+                removed = remove_leftovers(catalog, grace, now)
+                (stderr if as_json else stdout).print(f"removed {len(removed)} leftover(s) of interrupted backups")
     if as_json:
-        print_json(decision_dict(decision, entries, cfg.retention, now, dry_run))
+        print_json({**decision_dict(decision, entries, cfg.retention, now, dry_run),
+                    "leftovers": [lo.to_dict() for lo in leftovers],
+                    "leftovers_removed": [lo.to_dict() for lo in removed]})
         return
     kept = len(decision.keep)
     if dry_run:
-        stdout.print(f"dry run: would delete {len(decision.delete)} and keep {kept} backup(s)")
+        stdout.print(f"dry run: would delete {len(decision.delete)} and keep {kept} backup(s), "
+                     f"and remove {len(doomed)} leftover(s)")
     elif not decision.delete:
         stdout.print(f"nothing to delete; keeping {kept} backup(s)")
     else:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from etcdguard.backup.catalog import Catalog, safe_entries, to_verify, trust_from_settings
@@ -166,6 +166,7 @@ def snapshot_job(runtime: Runtime) -> None:
         _run(runtime, "verify", _verify, runtime, [result.manifest.backup_id])
     if settings.service.prune_after_snapshot:
         _run(runtime, "prune", _prune, runtime)
+    _run(runtime, "leftovers", _remove_leftovers, runtime)
 
 
 def _verify(runtime: Runtime, backup_ids: list[str] | None) -> bool:
@@ -213,10 +214,22 @@ def _prune(runtime: Runtime) -> bool:
 
 
 def prune_job(runtime: Runtime) -> None:
-    """Apply retention (leader only)."""
+    """Apply retention and remove idle leftovers of killed backups (leader only)."""
     if _not_leader(runtime, "prune"):
         return
     _run(runtime, "prune", _prune, runtime)
+    _run(runtime, "leftovers", _remove_leftovers, runtime)
+
+
+def _remove_leftovers(runtime: Runtime) -> bool:
+    from etcdguard.backup.leftovers import remove_leftovers
+
+    grace = timedelta(minutes=runtime.settings.retention.incomplete_grace_minutes)
+    removed = remove_leftovers(runtime.catalog(), grace)
+    if removed:
+        log.info("removed %d leftover(s) of interrupted backups: %s", len(removed),
+                 ", ".join(f"{lo.kind} {lo.key}" for lo in removed))
+    return True
 
 
 def freshness(runtime: Runtime) -> BackupFreshness | None:

@@ -288,7 +288,7 @@ class LocalStore(BlobStore):
         self.prune_empty_dirs(path.parent)
 
     def list_incomplete(self, prefix: str = "") -> builtins.list[IncompleteWrite]:
-        """``.partial-*`` temp files under ``prefix``, with their size and mtime."""
+        """``.partial-*`` temp files under ``prefix`` (size, mtime), and empty directories."""
         found = []
         for key, entry in self._walk(prefix, partial=True):
             try:
@@ -297,6 +297,9 @@ class LocalStore(BlobStore):
                 continue
             found.append(IncompleteWrite(key, "partial file", datetime.fromtimestamp(st.st_mtime, timezone.utc),
                                          st.st_size))
+        for path, mtime in self._empty_dirs(prefix):
+            found.append(IncompleteWrite(path.relative_to(self.root).as_posix() + "/", "empty directory",
+                                         datetime.fromtimestamp(mtime, timezone.utc), 0))
         return found
 
     def cleanup_incomplete(self, prefix: str = "", older_than_seconds: float = 0.0) -> int:
@@ -312,6 +315,7 @@ class LocalStore(BlobStore):
                 if entry.stat(follow_symlinks=False).st_mtime <= cutoff:
                     os.unlink(entry.path)
                     removed += 1
+                    self.prune_empty_dirs(Path(entry.path).parent)  # its backup directory, if now empty
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -319,20 +323,28 @@ class LocalStore(BlobStore):
         self._remove_stale_empty_dirs(prefix, cutoff)
         return removed
 
-    def _remove_stale_empty_dirs(self, prefix: str, cutoff: float) -> None:
-        """Remove empty directories under ``prefix`` (deepest first) last modified before ``cutoff``."""
+    def _empty_dirs(self, prefix: str) -> Iterator[tuple[Path, float]]:
+        """(path, mtime) of empty directories under ``prefix``, deepest first (never the root)."""
         validate_prefix(prefix)
         head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root.joinpath(*head.split("/")) if head else self.root
         if not start.is_dir():
             return
-        for dirpath, _dirs, _files in os.walk(start, topdown=False):
+        for dirpath, dirs, files in os.walk(start, topdown=False):
             path = Path(dirpath)
+            if path == self.root or files or any((path / d).exists() for d in dirs):
+                continue
             rel = path.relative_to(self.root).as_posix() + "/"
-            if path == self.root or not rel.startswith(prefix):
+            if not rel.startswith(prefix) or rel == prefix:
                 continue
             try:
-                if path.stat().st_mtime <= cutoff:
-                    path.rmdir()
-            except OSError:  # not empty, or already gone
+                yield path, path.stat().st_mtime
+            except OSError:
                 continue
+
+    def _remove_stale_empty_dirs(self, prefix: str, cutoff: float) -> None:
+        """Remove empty directories under ``prefix`` (deepest first) last modified before ``cutoff``."""
+        for path, mtime in self._empty_dirs(prefix):
+            if mtime <= cutoff:
+                with contextlib.suppress(OSError):  # a writer just put something in it
+                    path.rmdir()

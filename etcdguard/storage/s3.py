@@ -303,7 +303,8 @@ class S3Writer(BlobWriter):
                 if "NoSuchUpload" in str(exc):
                     return
                 if attempt + 1 == _ABORT_TRIES:
-                    log.warning("%s; cleanup_incomplete() will remove the upload later", exc)
+                    log.warning("%s; backups prune (and the service) remove the open upload once it has been "
+                                "idle for retention.incomplete_grace_minutes", exc)
                 else:
                     time.sleep(0.5 * (attempt + 1))
 
