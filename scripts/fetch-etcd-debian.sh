@@ -5,13 +5,16 @@
 # The package mirror is taken at run time from this machine's own apt sources, so no
 # host name lives in the repository.
 #
+# ETCD_DEBIAN_VERSION (optional) pins the package version, e.g. 3.5.16-4 (the image build does).
+#
 # usage: scripts/fetch-etcd-debian.sh [DEST] [SUITE] [EXTRA_PACKAGES...]
 set -euo pipefail
 
 dest="${1:-/opt/etcdguard-test/etcd-trixie}"
 suite="${2:-trixie}"
 shift $(( $# > 2 ? 2 : $# )) || true
-packages=(etcd-server etcd-client "$@")
+pin="${ETCD_DEBIAN_VERSION:+=$ETCD_DEBIAN_VERSION}"
+packages=("etcd-server$pin" "etcd-client$pin" "$@")
 
 if [[ -x "$dest/usr/bin/etcd" && -x "$dest/usr/bin/etcdctl" ]]; then
   echo "etcd ($suite) already present in $dest"

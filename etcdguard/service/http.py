@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -76,13 +77,24 @@ def _handler(endpoints: Endpoints) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _DualStackServer(ThreadingHTTPServer):
+    """IPv6 when the host is an IPv6 address; ``::`` also accepts IPv4 (dual stack)."""
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
 class HttpServer:
     """A threaded HTTP server on its own daemon thread."""
 
     def __init__(self, listen: str, endpoints: Endpoints) -> None:
         host, port = parse_listen(listen)
         try:
-            self._server = ThreadingHTTPServer((host, port), _handler(endpoints))
+            server = type("Server", (_DualStackServer,), {
+                "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+            self._server = server((host, port), _handler(endpoints))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
         self._server.daemon_threads = True
@@ -93,7 +105,7 @@ class HttpServer:
     def address(self) -> str:
         """The bound host:port."""
         host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
+        return f"[{host!s}]:{port}" if ":" in str(host) else f"{host!s}:{port}"
 
     def start(self) -> None:
         """Serve in the background."""
