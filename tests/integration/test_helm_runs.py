@@ -6,7 +6,6 @@ NOTES.txt verify command; the Deployment's probes against a real ``etcdguard ser
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -29,6 +28,7 @@ from tests.support.helm_chart import (  # noqa: F401  (fixtures)
     FULLNAME,
     KEYS_SECRET,
     chart,
+    cli_has,
     dockerfile_instructions,
     etcdguard_cmd,
     helm,
@@ -43,16 +43,6 @@ from tests.support.helm_chart import (  # noqa: F401  (fixtures)
 from tests.support.seaweed import SeaweedS3
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-STOP_HANDLED = importlib.util.find_spec("etcdguard.interrupts") is not None
-
-
-def _cli_has(command: str) -> bool:
-    import typer.main
-
-    from etcdguard.cli.main import app
-
-    return command in typer.main.get_command(app).commands  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +98,7 @@ def _values(cluster: Any, seaweed: SeaweedS3, bucket: str, pki: Path, **extra: A
                              "max_concurrency": 1},
                    "backup": {"cluster_name": "kubeadm"}},
         "etcdCerts": {"hostPath": str(pki / "etcd")},
-        "kit": {"enabled": _cli_has("kit"), "pkiDir": str(pki), "manifestsDir": str(pki.parent / "manifests")},
+        "kit": {"enabled": cli_has("kit"), "pkiDir": str(pki), "manifestsDir": str(pki.parent / "manifests")},
         "s3": {"existingSecret": "s3-write", "pruneSecret": "s3-delete", "verifySecret": "s3-verify"},
         "verification": {"enabled": True, "identitySecret": {"name": "etcdguard-identity"}, "dbSizeMiB": 64},
         **extra,
@@ -159,6 +149,7 @@ def test_rendered_cronjobs_back_up_verify_and_prune(chart: Any, cluster: Any, se
 
     entries = _listing(seaweed, bucket, keys)
     assert len(entries) == 2
+    assert all(e["trust"] == "trusted" for e in entries), entries
     newest, older = sorted(entries, key=lambda e: e["backup_id"], reverse=True)
     assert newest["verification"] == "verified" and older["verification"] != "verified"
 
@@ -177,8 +168,6 @@ def test_rendered_cronjobs_back_up_verify_and_prune(chart: Any, cluster: Any, se
     assert all(e["verification"] == "verified" for e in _listing(seaweed, bucket, keys))
 
 
-@pytest.mark.xfail(not STOP_HANDLED, strict=True,
-                   reason="etcdguard handles SIGTERM like SIGINT once etcdguard/interrupts.py exists")
 def test_sigterm_mid_upload_through_tini_leaves_nothing_behind(chart: Any, cluster: Any, seaweed: SeaweedS3,
                                                                keys: Path, tmp_path: Path) -> None:
     """The kubelet's SIGTERM (deadline, drain, Job deletion) reaches tini, PID 1 of the pod, which

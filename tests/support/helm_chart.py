@@ -256,6 +256,15 @@ def image_entrypoint() -> list[str]:
 
 # ---------------------------------------------------------------------------- the CLI parser
 
+def cli_has(command: str) -> bool:
+    """Whether etcdguard's CLI has this top-level command."""
+    import typer.main
+
+    from etcdguard.cli.main import app
+
+    return command in typer.main.get_command(app).commands  # type: ignore[attr-defined]
+
+
 def usage_error() -> type[Exception]:
     """The UsageError class of the click that Typer runs on (Typer may vendor its own)."""
     try:

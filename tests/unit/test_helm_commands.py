@@ -18,6 +18,7 @@ from tests.support.helm_chart import (  # noqa: F401  (fixtures)
     ROOT,
     VALUE_SETS,
     chart,
+    cli_has,
     helm,
     markdown_commands,
     merged,
@@ -109,7 +110,7 @@ def test_deploy_md_etcdguard_commands_parse() -> None:
     commands = _deploy_commands()
     assert len(commands) >= 6
     for argv in commands:
-        if argv and argv[0] == "kit" and not _has_kit():
+        if argv and argv[0] == "kit" and not cli_has("kit"):
             continue
         try:
             parse_cli(argv)
@@ -146,11 +147,3 @@ def test_deploy_md_kubectl_commands_match_the_chart(chart: Any) -> None:
     (keys,) = [a for a in markdown_commands(text, "kubectl") if "etcdguard-keys" in a]
     assert {a.split("=", 1)[1].split("=")[0] for a in keys if a.startswith("--from-file=")} == {
         "recipient.txt", "signing.key", "signing.pub"}
-
-
-def _has_kit() -> bool:
-    import typer.main
-
-    from etcdguard.cli.main import app
-
-    return "kit" in typer.main.get_command(app).commands  # type: ignore[attr-defined]

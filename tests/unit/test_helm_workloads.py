@@ -11,6 +11,7 @@ from tests.support.helm_chart import (  # noqa: F401  (fixtures)
     REQUIRED,
     VALUE_SETS,
     chart,
+    cli_has,
     env_of,
     helm,
     merged,
@@ -248,15 +249,7 @@ def test_every_container_command_parses_with_the_cli(chart: Any) -> None:
                 if args in seen:
                     continue
                 seen.add(args)
-                if args[0] == "kit" and not _cli_has("kit"):
+                if args[0] == "kit" and not cli_has("kit"):
                     continue
                 parse_cli(list(args))
     assert {a[0] for a in seen} >= {"snapshot", "kit", "backups", "verify", "serve"}
-
-
-def _cli_has(command: str) -> bool:
-    import typer.main
-
-    from etcdguard.cli.main import app
-
-    return command in typer.main.get_command(app).commands  # type: ignore[attr-defined]
