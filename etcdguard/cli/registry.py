@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "etcdguard.cli.health",
     "etcdguard.cli.verify",
     "etcdguard.cli.serve",
+    "etcdguard.cli.member",
 )
 
 def register_all(app: typer.Typer) -> None:
