@@ -47,7 +47,8 @@ def enforce(change: QuorumChange, *, force: bool, learner_hint: bool = False) ->
         hint = "; add it with --learner, then promote it once it has caught up"
     if change.after.members == 0 or not force:
         tail = "" if change.after.members == 0 else " (--force overrides)"
-        raise AbortedError(f"refused: {change.explanation}{hint}{tail}")
+        members = f"; members {change.before.members} -> {change.after.members}"
+        raise AbortedError(f"refused: {change.explanation}{members}{hint}{tail}")
     warning = f"--force: going ahead although it is unsafe ({arithmetic(change)}): {_risk(change)}"
     return Guarded(change, (warning, *change.warnings), forced=True)
 

@@ -44,6 +44,7 @@ class Running:
     proc: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
     stdout: str = ""
+    reader: threading.Thread | None = None
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout
@@ -59,8 +60,12 @@ class Running:
         raise AssertionError(f"no matching line in {timeout}s: {''.join(self.lines)[-3000:]}")
 
     def finish(self, timeout: float = 180) -> int:
-        out, _ = self.proc.communicate(timeout=timeout)
-        self.stdout += out or ""
+        """Wait for the command to end; its stdout and every stderr line are then in ``output``."""
+        assert self.proc.stdout is not None
+        self.stdout += self.proc.stdout.read()  # stderr belongs to the reader thread alone
+        self.proc.wait(timeout)
+        if self.reader is not None:
+            self.reader.join(timeout)
         return self.proc.returncode
 
     @property
@@ -81,6 +86,7 @@ def etcdguard_background(*args: str) -> Iterator[Running]:
             running.lines.append(line)
 
     reader = threading.Thread(target=pump, daemon=True)
+    running.reader = reader
     reader.start()
     try:
         yield running
