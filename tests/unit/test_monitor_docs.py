@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from etcdguard.monitor.metrics import EtcdGuardMetrics
+from etcdguard.service.metrics import ServiceMetrics
 from tests.unit.test_monitor_fakes import cluster, healthy3, mem
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"
@@ -18,6 +19,7 @@ def exposed_names() -> set[str]:
     m.update_from_cluster(cluster(*healthy3().members, mem("l1", learner=True, alarms=("NOSPACE",))))
     m.record_backup(True, 1.0, plain_size_bytes=1, stored_size_bytes=1)
     m.record_verification(True)
+    ServiceMetrics(m.registry).heartbeat(leader=True)
     return {s.name for family in m.registry.collect() for s in family.samples}
 
 
