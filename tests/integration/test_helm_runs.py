@@ -32,6 +32,7 @@ from tests.support.helm_chart import (  # noqa: F401  (fixtures)
     dockerfile_instructions,
     etcdguard_cmd,
     helm,
+    image_entrypoint,
     missing,
     notes,
     notes_commands,
@@ -314,3 +315,55 @@ def test_dual_stack_listener_answers_on_ipv6_loopback() -> None:
         assert _get(f"http://[::1]:{port}/healthz") == 200
     finally:
         server.stop()
+
+
+def _zombies_under_pid_1(argv: list[str], marker: Path) -> list[Any]:
+    """Run argv as PID 1 of a new PID namespace; its main process leaves an orphan that exits
+    after 0.5 s. Returns the zombies left in the namespace after that (waiting up to 5 s for them
+    to be reaped)."""
+    import psutil
+
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", *argv])
+    try:
+        deadline = time.monotonic() + 30
+        while not (marker.exists() and marker.read_text().strip()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        pid_one = psutil.Process(psutil.Process(proc.pid).children()[0].pid)
+        deadline = time.monotonic() + 30
+        while any(p.name() == "sleep" and p.status() != psutil.STATUS_ZOMBIE
+                  for p in pid_one.children(recursive=True)):  # the orphan still runs
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        settle = time.monotonic() + 5  # PID 1 gets SIGCHLD; a reaper needs moments, not seconds
+        while True:
+            zombies = [p for p in pid_one.children(recursive=True) if p.status() == psutil.STATUS_ZOMBIE]
+            if not zombies or time.monotonic() > settle:
+                return zombies
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_tini_reaps_orphans_as_pid_1(tmp_path: Path) -> None:
+    """With the image's entrypoint as PID 1 of a PID namespace, a child orphaned by its parent (a
+    sandbox etcd whose etcdguard died, say) is reaped when it exits; with the Python process
+    itself as PID 1, it stays a zombie."""
+    from tests.support.fake_kubelet import pid_namespace_available
+
+    if not pid_namespace_available():
+        missing("no PID namespaces here (unshare --pid needs root or user namespaces)")
+    tini = shutil.which("tini")
+    if tini is None:
+        missing("tini is not installed (apt-get install tini)")
+    entry = image_entrypoint()
+    assert entry[:3] == ["tini", "-g", "--"]
+    results = {}
+    for name, prefix in (("tini", [tini, *entry[1:3]]), ("python", [])):
+        marker = tmp_path / f"{name}.pid"
+        code = ("import subprocess, time; "
+                f"subprocess.run(['sh', '-c', 'sleep 0.5 & echo $! > {marker}'], check=True); time.sleep(30)")
+        results[name] = _zombies_under_pid_1([*prefix, sys.executable, "-c", code], marker)
+    assert results["tini"] == []
+    assert len(results["python"]) == 1, "the check must see a zombie when nobody reaps"
