@@ -18,6 +18,7 @@ from etcdguard.errors import AbortedError, ConfigError
 from etcdguard.etcd.cluster import ClusterHealth, MemberHealth
 from etcdguard.etcd.quorum import assess_quorum
 from etcdguard.members.access import LiveMembership
+from etcdguard.members.certs import check_member_certificates, require_good
 from etcdguard.members.newmember import (
     NewMemberSettings,
     SettingsOutput,
@@ -54,6 +55,10 @@ ManifestOut = Annotated[Path | None, typer.Option(
 ManifestFrom = Annotated[Path | None, typer.Option(
     "--manifest-from", help="An existing member's etcd.yaml to derive --manifest-out from.",
     show_default="/etc/kubernetes/manifests/etcd.yaml")]
+PeerCert = Annotated[Path | None, typer.Option(
+    "--peer-cert", help="The new member's peer certificate: checked against --cacert and its SANs.")]
+ServerCert = Annotated[Path | None, typer.Option(
+    "--server-cert", help="The new member's server certificate: checked against --cacert and its SANs.")]
 RefusalTimeout = Annotated[float, typer.Option(
     "--refusal-timeout", min=1, help="Seconds to keep retrying while etcd briefly refuses a change.")]
 StartTimeout = Annotated[float, typer.Option(
@@ -121,6 +126,17 @@ def _confirm(question: str, yes: bool) -> None:
         raise AbortedError("not changing the cluster without confirmation; pass --yes in scripts")
     if not typer.confirm(question, default=False, err=True):
         raise AbortedError("nothing changed")
+
+
+def _check_certificates(cfg: Settings, peer: str, peer_cert: Path | None, server_cert: Path | None) -> None:
+    """The new member's certificates (those given) against the etcd CA and its address."""
+    if peer_cert is None and server_cert is None:
+        return
+    if cfg.etcd.cacert is None:
+        raise ConfigError("--peer-cert/--server-cert are checked against the etcd CA: pass --cacert")
+    require_good(check_member_certificates(cfg.etcd.cacert, peer_cert=peer_cert, server_cert=server_cert,
+                                           peer_host=url_host(peer), client_hosts=[url_host(peer)]))
+    stdout.print("certificates signed by the etcd CA, SANs cover " + url_host(peer), markup=False)
 
 
 def _waits(refusal: float, start: float = 120.0, catch_up: float = 600.0) -> Waits:
@@ -193,6 +209,8 @@ def add(
     env_file: EnvFile = None,
     manifest_out: ManifestOut = None,
     manifest_from: ManifestFrom = None,
+    peer_cert: PeerCert = None,
+    server_cert: ServerCert = None,
     yes: Yes = False,
     force: Force = False,
     refusal_timeout: RefusalTimeout = 60.0,
@@ -207,7 +225,9 @@ def add(
     with handle_errors():
         validate_name(name)
         peer = validate_peer_url(peer_url)
-        port = _port(_settings(ctx, endpoints, cacert, cert, key, timeout))
+        cfg = _settings(ctx, endpoints, cacert, cert, key, timeout)
+        _check_certificates(cfg, peer, peer_cert, server_cert)
+        port = _port(cfg)
         _confirm(f"add {'learner' if learner else 'voting member'} {name} at {peer}?", yes)
         added = add_member(port, name, peer, learner=learner, force=force, reporter=reporter,
                            waits=_waits(refusal_timeout))
@@ -280,10 +300,8 @@ def replace(
     env_file: EnvFile = None,
     manifest_out: ManifestOut = None,
     manifest_from: ManifestFrom = None,
-    peer_cert: Annotated[Path | None, typer.Option(
-        "--peer-cert", help="The new member's peer certificate: checked against --cacert and its SANs.")] = None,
-    server_cert: Annotated[Path | None, typer.Option(
-        "--server-cert", help="The new member's server certificate: checked against --cacert and its SANs.")] = None,
+    peer_cert: PeerCert = None,
+    server_cert: ServerCert = None,
     remove_only: Annotated[bool, typer.Option(
         "--remove-only", help="Only confirm the member is down and remove it (then `kubeadm join` adds the "
         "new one as a learner).")] = False,
@@ -313,9 +331,9 @@ def replace(
         with handle_errors():
             validate_name(name)
             peer = validate_peer_url(peer_url)
-            if (peer_cert or server_cert) and cacert is None:
-                raise ConfigError("--peer-cert/--server-cert are checked against the etcd CA: pass --cacert")
             cfg = _settings(ctx, endpoints, cacert, cert, key, timeout)
+            if (peer_cert or server_cert) and cfg.etcd.cacert is None:
+                raise ConfigError("--peer-cert/--server-cert are checked against the etcd CA: pass --cacert")
             request = ReplaceRequest(dead=dead, name=name, peer_url=peer, force=force, remove_only=remove_only,
                                      cacert=cfg.etcd.cacert, peer_cert=peer_cert, server_cert=server_cert,
                                      client_hosts=(url_host(peer),))

@@ -8,8 +8,9 @@ import pytest
 
 from etcdguard.errors import AbortedError, ConfigError, OperationInterruptedError
 from etcdguard.etcd.client import MemberInfo
-from etcdguard.etcd.errors import TooManyLearnersError, UnhealthyClusterError
+from etcdguard.etcd.errors import LearnerNotReadyError, TooManyLearnersError, UnhealthyClusterError
 from etcdguard.members.newmember import NewMemberSettings
+from etcdguard.members.operations import promote_member
 from etcdguard.members.replace import Replacement, ReplaceRequest, open_journal
 from etcdguard.members.waits import LearnerNeverStartedError, WaitTimeoutError
 from etcdguard.steps import StepState
@@ -143,3 +144,23 @@ def test_another_learner_or_a_taken_peer_url_stops_before_any_change(tmp_path: P
     with pytest.raises(ConfigError, match="already used by member m1"):
         run(cluster, tmp_path / "2", peer_url="http://10.0.0.2:2380")
     assert cluster.calls == []
+
+
+def test_remove_only_stops_after_the_removal(tmp_path: Path) -> None:
+    cluster = FakeCluster.of(3)
+    cluster.member("m2").up = False
+    _, emitted = run(cluster, tmp_path, remove_only=True)
+    assert cluster.calls == ["remove 3"] and emitted == [] and voters(cluster) == ["m0", "m1"]
+
+
+def test_promote_before_catch_up_says_so_and_wait_waits(tmp_path: Path) -> None:
+    cluster = FakeCluster.of(3, catch_up_rate=5)
+    added = cluster.add(["http://10.0.0.4:2380"], learner=True)
+    cluster.start_new(added.member.id, name="m3")
+    clock = FakeClock(cluster)
+    with pytest.raises(LearnerNotReadyError, match="has not caught up with the leader yet; promote it with --wait"):
+        promote_member(cluster, "m3", wait=False, force=False, reporter=Recorder(), waits=clock.waits())
+    recorder = Recorder()
+    status = promote_member(cluster, "m3", wait=True, force=False, reporter=recorder, waits=clock.waits())
+    assert not status.is_learner and recorder.progress_seen[-1][0] >= recorder.progress_seen[-1][1]
+    assert any("promoted m3" in c for c in recorder.changes)
