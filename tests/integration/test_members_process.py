@@ -205,3 +205,10 @@ def test_grow_a_single_member_back_to_three(tmp_path: Path) -> None:
             assert keys_on(m.client_urls[0]) == KEYS
         listed = json.loads(etcdguard("member", "list", "-o", "json", "--endpoints", cluster.endpoints[0]).stdout)
         assert listed["quorum"]["state"] == "HEALTHY" and len(listed["client_endpoints"]) == 3
+        # removing the live leader hands leadership to another voter first
+        leader = next(m for m in listed["members"] if m["is_leader"])
+        others = [m["client_urls"][0] for m in listed["members"] if not m["is_leader"]]
+        removed = etcdguard("member", "remove", leader["name"], "--yes", "--endpoints", ",".join(others))
+        assert removed.returncode == 0, removed.stderr
+        assert "is the leader: moving leadership" in removed.stderr and "changed: moved leadership" in removed.stderr
+        assert len(voters(cluster)) == 2
