@@ -181,6 +181,8 @@ class MonitorConfig(_Model):
     leader_changes_warning: int = Field(3, ge=1)
     max_backup_age_hours: float = Field(26.0, gt=0)
     max_verification_age_hours: float = Field(50.0, gt=0)
+    cert_warning_days: float = Field(30.0, gt=0)
+    cert_critical_days: float = Field(7.0, gt=0)
 
 
 class RetentionConfig(_Model):
@@ -211,6 +213,16 @@ class ServiceConfig(_Model):
     log_format: Literal["text", "json"] = "text"
 
 
+class KitConfig(_Model):
+    """The control-plane kit (CAs, service-account keys, encryption config, static pod manifests)."""
+
+    enabled: bool = False  # save a kit beside each snapshot when its content changed
+    pki_dir: Path = Path("/etc/kubernetes/pki")
+    manifests_dir: Path = Path("/etc/kubernetes/manifests")
+    kubeadm_config: list[Path] = Field(default_factory=lambda: [
+        Path("/etc/kubernetes/kubeadm-config.yaml"), Path("/etc/kubernetes/kubeadm.yaml")])
+
+
 class Settings(_Model):
     """The whole etcdguard configuration."""
 
@@ -223,6 +235,7 @@ class Settings(_Model):
     monitor: MonitorConfig = MonitorConfig()
     retention: RetentionConfig = RetentionConfig()
     service: ServiceConfig = ServiceConfig()
+    kit: KitConfig = KitConfig()
 
     @field_validator("store", mode="before")
     @classmethod

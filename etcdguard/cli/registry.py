@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "etcdguard.cli.verify",
     "etcdguard.cli.serve",
     "etcdguard.cli.member",
+    "etcdguard.cli.kit",
 )
 
 def register_all(app: typer.Typer) -> None:

@@ -30,6 +30,7 @@ from etcdguard.cli.common import (
     stderr,
     stdout,
 )
+from etcdguard.cli.kit import kit_after_snapshot
 from etcdguard.cli.render import human_bytes
 from etcdguard.etcd.connect import SourceCandidate
 
@@ -149,6 +150,7 @@ def snapshot(
         result = take_backup(request, blob_store, progress=_RichProgress(quiet),
                              cancel=interrupts.cancel_event())
         info = summary(result, time.monotonic() - started)
+        info["kit"] = kit_after_snapshot(cfg, result.manifest.cluster.cluster_id)  # with kit.enabled only
     if output is OutputFormat.json:
         print_json(info)
         return

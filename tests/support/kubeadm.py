@@ -31,6 +31,9 @@ Usage::
     node.etcd_client_tls          # (ca.crt, apiserver-etcd-client.crt, .key) for etcdguard
     node.etcd_argv()              # the etcd container command from the manifest (run it as a process)
 
+    with running_etcd(node, tmp_path / "etcd.log"):   # etcd from the manifest, until the block ends
+        ...
+
 A second control-plane node sharing the CAs (what ``kubeadm join --control-plane`` does)::
 
     node2 = make_kubeadm_node(tmp_path / "cp2", name="cp2", ..., share_cas_with=node,
@@ -55,6 +58,10 @@ import ipaddress
 import random
 import secrets
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -223,7 +230,9 @@ class KubeadmNode:
     def issue_leaf(self, ca: str, stem: Path, *, common_name: str, days: int = LEAF_DAYS,
                    dns: list[str] | None = None, ips: list[str] | None = None, server: bool = False,
                    client: bool = True, organization: str | None = None) -> IssuedCert:
-        """Write ``<stem>.crt`` and ``<stem>.key`` (0600) signed by CA ``ca`` ("ca", "front-proxy", "etcd")."""
+        """Write ``<stem>.crt`` and ``<stem>.key`` (0600) signed by CA ``ca`` ("ca", "front-proxy", "etcd").
+
+        ``days`` may be negative: an already expired certificate."""
         authority = self.cas[ca]
         key = _new_key(self.key_algorithm)
         now = dt.datetime.now(dt.timezone.utc)
@@ -236,7 +245,8 @@ class KubeadmNode:
         builder = (x509.CertificateBuilder().subject_name(x509.Name(names))
                    .issuer_name(authority.cert.subject).public_key(key.public_key())
                    .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(not_after)
+                   .not_valid_before(min(now - dt.timedelta(minutes=5), not_after - dt.timedelta(days=1)))
+                   .not_valid_after(not_after)
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
                                                 content_commitment=False, data_encipherment=False,
@@ -541,3 +551,34 @@ def make_kubeadm_node(
     if kubeadm_config:
         _write(node.kubeadm_config, _kubeadm_config(node, kubernetes_version).encode(), 0o600)
     return node
+
+
+@contextmanager
+def running_etcd(node: KubeadmNode, log_path: Path, timeout: float = 30.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Run the etcd command of ``node``'s manifest as a process until the block ends (a tiny kubelet
+    for tests that need etcd but not the manifest watching); waits until it serves TLS clients."""
+    from etcdguard.etcd.client import MemberClient, TLSFiles
+
+    cacert, cert, key = node.etcd_client_tls
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(node.etcd_argv(), stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with MemberClient(node.etcd_endpoint, tls=TLSFiles(cacert=cacert, cert=cert, key=key)) as client:
+                    client.status()
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(f"etcd from {node.etcd_manifest} did not start: "
+                                         f"{log_path.read_text()[-2000:]}") from None
+                time.sleep(0.3)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
