@@ -17,6 +17,7 @@ from etcdguard.config import Settings
 from etcdguard.errors import EtcdGuardError, ExitCode
 from etcdguard.etcd.cluster import ClusterHealth, MemberHealth, probe_cluster
 from etcdguard.etcd.quorum import QuorumState, QuorumVerdict, assess_quorum
+from etcdguard.kit.expiry import certificates_for
 from etcdguard.monitor.checks import etcdctl_flags, format_bytes
 from etcdguard.monitor.freshness import freshness_from_entries
 from etcdguard.monitor.metrics import EtcdGuardMetrics
@@ -169,15 +170,18 @@ def check(
             cfg = _load(ctx, endpoints, cacert, cert, key, timeout,
                         opt.store_overrides(store, s3_endpoint_url, cluster_name))
             health = probe_cluster(cfg.etcd, cfg.monitor)
+            certs = certificates_for(cfg)
             if cfg.store is not None:
                 fresh = freshness_from_entries(safe_entries(opt.open_catalog(cfg, cluster_id=health.cluster_id)))
+                certs = certificates_for(cfg, opt.open_configured_store(cfg)[0])
         except EtcdGuardError as err:
             if output is CheckOutput.json:
                 print_json({"status": "UNKNOWN", "exit_code": 3, "summary": err.message})
             else:
                 typer.echo(f"ETCDGUARD UNKNOWN - {err.message}")
             raise typer.Exit(Severity.UNKNOWN.exit_code) from None
-    report = run_checks(health, cfg.monitor, freshness=fresh, etcdctl_flags=etcdctl_flags(cfg.etcd))
+    report = run_checks(health, cfg.monitor, freshness=fresh, etcdctl_flags=etcdctl_flags(cfg.etcd),
+                        certificates=certs)
     if output is CheckOutput.json:
         print_json(report.to_dict())
     else:
@@ -186,6 +190,7 @@ def check(
         metrics = EtcdGuardMetrics()
         metrics.update_from_cluster(health)
         metrics.update_from_checks(report.results)
+        metrics.set_certificates(certs)
         try:
             metrics.write_textfile(metrics_file)
         except OSError as exc:

@@ -18,6 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from etcdguard.etcd.cluster import ClusterHealth
 from etcdguard.etcd.quorum import assess_quorum
+from etcdguard.monitor.certs import CertExpiry
 from etcdguard.monitor.model import BackupFreshness, CheckResult
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -96,6 +97,9 @@ class EtcdGuardMetrics:
         self.check_severity = Gauge("etcdguard_check_severity",
                                     "Severity of each health check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
                                     ["check"], registry=r)
+        self.cert_days_left = Gauge("etcdguard_certificate_expiry_days",
+                                    "Days until the certificate lapses (negative once expired).",
+                                    ["path", "source", "subject"], registry=r)
         self._member_keys: set[tuple[str, str]] = set()
         self._alarm_keys: set[tuple[str, str, str]] = set()
         for result in ("success", "failure"):
@@ -149,6 +153,13 @@ class EtcdGuardMetrics:
         """Set ``etcdguard_check_severity`` for each check."""
         for r in results:
             self.check_severity.labels(check=r.name).set(SEVERITY_VALUE[r.severity.value])
+
+    def set_certificates(self, certs: Iterable[CertExpiry], now: datetime | None = None) -> None:
+        """Set ``etcdguard_certificate_expiry_days`` for each certificate (forgetting the others)."""
+        moment = now or datetime.now(timezone.utc)
+        self.cert_days_left.clear()
+        for cert in certs:
+            self.cert_days_left.labels(cert.path, cert.source, cert.subject).set(round(cert.days_left(moment), 3))
 
     def record_backup(self, success: bool, duration_seconds: float, *, plain_size_bytes: int | None = None,
                       stored_size_bytes: int | None = None, finished_at: datetime | None = None) -> None:

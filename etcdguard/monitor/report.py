@@ -11,6 +11,7 @@ from etcdguard.config import MonitorConfig
 from etcdguard.etcd.cluster import ClusterHealth
 from etcdguard.etcd.quorum import QuorumVerdict, assess_quorum
 from etcdguard.monitor import checks
+from etcdguard.monitor.certs import CertExpiry, check_certificates
 from etcdguard.monitor.freshness import check_backup_age, check_leader_changes, check_verification
 from etcdguard.monitor.model import BackupFreshness, CheckResult, Severity, worst
 
@@ -96,6 +97,7 @@ def run_checks(
     leader_changes: Sequence[datetime] | None = None,
     now: datetime | None = None,
     etcdctl_flags: str = "",
+    certificates: Sequence[CertExpiry] | None = None,
 ) -> CheckReport:
     """Run every check. ``freshness=None`` skips the backup checks, ``leader_changes=None`` the
     leader-change check; both are then listed in :attr:`CheckReport.skipped`."""
@@ -119,6 +121,10 @@ def run_checks(
         skipped.append("leader_changes: needs the leader history that `etcdguard serve` keeps")
     else:
         results.append(check_leader_changes(leader_changes, config, now))
+    if certificates:
+        results.append(check_certificates(certificates, config, now))
+    elif certificates is not None:
+        skipped.append("certificates: none readable (etcd.cert, etcd.cacert, kit.pki_dir, a kit in the store)")
     if freshness is None:
         skipped.append("backup_age, verification: no backup catalog given")
     else:

@@ -23,6 +23,8 @@ from etcdguard.config import LocalStoreConfig, Settings
 from etcdguard.errors import EtcdGuardError, OperationInterruptedError
 from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
 from etcdguard.etcd.quorum import assess_quorum
+from etcdguard.kit.expiry import certificates_for
+from etcdguard.kit.save import save_beside_snapshot
 from etcdguard.monitor.freshness import freshness_from_entries
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.monitor.model import BackupFreshness
@@ -162,6 +164,8 @@ def snapshot_job(runtime: Runtime) -> None:
         return
     if result is None or emergency:
         return
+    if settings.kit.enabled:
+        _run(runtime, "kit", save_beside_snapshot, settings, result.manifest.cluster.cluster_id)
     if settings.service.verify_after_snapshot:
         _run(runtime, "verify", _verify, runtime, [result.manifest.backup_id])
     if settings.service.prune_after_snapshot:
@@ -249,10 +253,13 @@ def _health(runtime: Runtime) -> bool:
         runtime.leader_history.append((now, health.leader_id))
     changes = [t for t, _ in list(runtime.leader_history)[1:]]
     fresh = freshness(runtime)
-    report = run_checks(health, settings.monitor, freshness=fresh, leader_changes=changes, now=now)
+    certs = certificates_for(settings)  # this host's (the chart mounts the PKI dir when the kit is on)
+    report = run_checks(health, settings.monitor, freshness=fresh, leader_changes=changes, now=now,
+                        certificates=certs)
     runtime.health, runtime.report = health, report
     runtime.metrics.update_from_cluster(health)
     runtime.metrics.update_from_checks(report.results)
+    runtime.metrics.set_certificates(certs, now)
     if fresh is not None:
         runtime.metrics.set_freshness(fresh)
     return True
