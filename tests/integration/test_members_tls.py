@@ -56,6 +56,8 @@ def test_a_certificate_without_the_new_address_is_refused_before_any_change(
     replaced = etcdguard("member", "replace", "m0", "--name", "cp2", "--peer-url", peer, "--server-cert",
                          str(wrong.cert_path), "--yes", "--journal-dir", str(tmp_path / "j"), *tls_flags(node, cluster))
     assert replaced.returncode == 3 and "server certificate" in replaced.stderr, replaced.stderr
+    last = etcdguard("member", "remove", "m0", "--force", "--yes", *tls_flags(node, cluster))
+    assert last.returncode == 10 and "last member" in last.stderr, last.stderr  # --force does not override
     assert member_ids(cluster) == before
 
 
