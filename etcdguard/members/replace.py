@@ -271,9 +271,9 @@ class Replacement:
             f"the new member {self.request.name} ({learner.id:x}) never started within {self.waits.start:g}s: "
             f"it has no name and no client URLs, so it never reached the cluster (not merely slow). Usual causes: "
             f"its etcd does not announce exactly {self.request.peer_url} as its peer URL, its peer certificate "
-            "lacks its address in the SANs, or its data dir is not empty (its log then says 'member has been "
-            "permanently removed'). It was removed again so it does not block the next attempt; fix the cause "
-            "and run the same command again")
+            "lacks its address in the SANs, or it was started on an old data dir instead of an empty one (its log "
+            "then says 'member has been permanently removed'). It was removed again so it does not block the "
+            "next attempt; fix the cause and run the same command again")
 
     def catch_up(self, ctx: StepContext) -> str:
         new = self._new(ctx)

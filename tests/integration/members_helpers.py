@@ -117,11 +117,13 @@ def wait_for_file(path: Path, running: Running | None = None, timeout: float = 6
         time.sleep(0.05)
 
 
-def start_from_env_file(cluster: EtcdCluster, env_file: Path, *, peer_url: str | None = None) -> Member:
+def start_from_env_file(cluster: EtcdCluster, env_file: Path, *, peer_url: str | None = None,
+                        data_dir: Path | None = None) -> Member:
     """Start the new member from ``env_file``.
 
     ``peer_url``: the node's real peer URL when etcdguard was given a wrong one; its etcd then
     finds its peer URL missing from the cluster and exits: the learner never starts.
+    ``data_dir``: reuse a data dir (the removed member's: it then never joins either).
     """
     settings = read_env_file(env_file)
     if peer_url is not None:  # the node's real address, where etcdguard was given another one
@@ -131,8 +133,8 @@ def start_from_env_file(cluster: EtcdCluster, env_file: Path, *, peer_url: str |
     listen_peer = settings["ETCD_INITIAL_ADVERTISE_PEER_URLS"]
     name = settings["ETCD_NAME"]
     m = Member(name, free_port(), urlsplit(listen_peer).port or 2380,
-               cluster.base_dir / f"{name}-{time.monotonic_ns()}", "http")
-    m.log_path = cluster.base_dir / f"{m.data_dir.name}.log"
+               data_dir or cluster.base_dir / f"{name}-{time.monotonic_ns()}", "http")
+    m.log_path = cluster.base_dir / f"{m.data_dir.name}-{time.monotonic_ns()}.log"
     args = [str(cluster.install.etcd), "--data-dir", str(m.data_dir),
             "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
             "--listen-peer-urls", listen_peer, "--log-level", "warn",

@@ -58,17 +58,18 @@ def cluster35(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]
 
 def replace(cluster: EtcdCluster, workdir: Path, dead: str, new: str, *,
             kill_when: Callable[[str], bool] | None = None, peer_url: str | None = None,
-            announce: str | None = None, extra: tuple[str, ...] = ()) -> tuple[int, str]:
+            announce: str | None = None, data_dir: Path | None = None) -> tuple[int, str]:
     """Run `member replace` and start the new member from the env file it writes.
 
     ``kill_when``: SIGKILL the command at the first stderr line matching, then run it again.
-    ``announce``: start the new etcd announcing this peer URL instead (it then never joins).
+    ``announce``: start the new etcd with this (its real) peer URL instead (it then never joins);
+    ``data_dir``: start it on this data dir.
     """
     peer = peer_url or new_peer_url()
     env_file = workdir / f"{new}.env"
     args = ["member", "replace", dead, "--name", new, "--peer-url", peer, "--env-file", str(env_file), "--yes",
             "--journal-dir", str(workdir / "journal"), "--endpoints", live_endpoints(cluster), "--timeout", "2",
-            "--start-timeout", "20", *extra]
+            "--start-timeout", "20"]
     started = False
     for attempt in (1, 2):
         env_file.unlink(missing_ok=True)
@@ -78,7 +79,7 @@ def replace(cluster: EtcdCluster, workdir: Path, dead: str, new: str, *,
                 continue
             if not started:
                 wait_for_file(env_file, run)
-                start_from_env_file(cluster, env_file, peer_url=announce)
+                start_from_env_file(cluster, env_file, peer_url=announce, data_dir=data_dir)
             code = run.finish()
             return code, run.output
     raise AssertionError("unreachable")
@@ -176,8 +177,14 @@ def test_replace_on_etcd_3_4(tmp_path: Path) -> None:
     require("3.4.23")
     with etcd_cluster(tmp_path / "c", "3.4.23", size=3) as cluster:
         fill(cluster)
+        old_data = cluster.members[1].data_dir
         kill_member(cluster, "m1")
-        code, output = replace(cluster, tmp_path, "m1", "r1")
+        # started on the removed member's data dir, the new member never joins: reported, removed
+        code, output = replace(cluster, tmp_path, "m1", "r1", data_dir=old_data)
+        assert code == 4 and "never started" in output and "an old data dir" in output, output
+        assert voters(cluster) == ["m0", "m2"] and not any(m.is_learner for m in member_list(cluster))
+        drop_dead(cluster)
+        code, output = replace(cluster, tmp_path, "m1", "r1")  # with an empty data dir
         assert code == 0, output
         assert "catch-up" in output and "HEALTHY" in output
         assert_three_voters_with_all_data(cluster, "r1")
