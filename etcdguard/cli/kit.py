@@ -20,7 +20,7 @@ from etcdguard.etcd.connect import first_reachable
 from etcdguard.kit.catalog import KitCatalog, KitEntry
 from etcdguard.kit.collect import CollectOptions
 from etcdguard.kit.model import KitManifest
-from etcdguard.kit.restore import RestorePlan, apply_restore, kubeadm_commands, plan_restore
+from etcdguard.kit.restore import RestorePlan, apply_restore, kubeadm_commands, plan_kit_restore
 from etcdguard.kit.save import (
     KitSaveResult,
     collect_options,
@@ -293,11 +293,8 @@ def restore(
             stderr.print("[bold red]WARNING: --insecure-skip-signature: the kit's signature is NOT checked; "
                          "a forged kit (another CA!) would be accepted[/]")
         keys = opt.verify_keys(cfg, insecure_skip_signature)
-        catalog = _catalog(cfg)
-        resolved = catalog.resolve(kit_id, keys)
-        manifest = catalog.open(resolved, keys)
-        data = catalog.fetch(manifest, opt.identities(cfg))
-        plan = plan_restore(manifest, data, root.absolute())
+        plan = plan_kit_restore(_catalog(cfg), kit_id, keys, opt.identities(cfg), root.absolute())
+        manifest = plan.manifest
         stdout.print(f"kit {manifest.kit_id} of {escape(manifest.cluster_name)} (node {escape(manifest.node)}, "
                      f"{when(manifest.created_at)}): signature and digests checked")
         _print_plan(plan)

@@ -21,7 +21,7 @@ import pyrage
 import zstandard
 
 from etcdguard.backup.streams import HashingWriter
-from etcdguard.errors import IntegrityError
+from etcdguard.errors import ConfigError, IntegrityError
 from etcdguard.kit.collect import CollectedFile
 from etcdguard.kit.model import ArchiveInfo, KitFile, KitManifest
 from etcdguard.storage.base import BlobWriter
@@ -79,7 +79,7 @@ def decode(stored: bytes, manifest: KitManifest, identities: list[pyrage.x25519.
                              "(it was modified or truncated)")
     if manifest.stored.encryption == "age-x25519":
         if not identities:
-            raise IntegrityError(f"{what} is encrypted: pass --identity")
+            raise ConfigError(f"{what} is encrypted: pass --identity (the age identity file)")
         try:
             compressed = pyrage.decrypt(stored, identities)
         except Exception:  # pyrage raises its own DecryptError types

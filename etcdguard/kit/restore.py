@@ -22,13 +22,19 @@ import pwd
 import secrets
 import shlex
 import stat
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+import pyrage
+
+from etcdguard.backup.keys import VerifyKey
 from etcdguard.errors import IntegrityError
 from etcdguard.interrupts import deferred
+from etcdguard.kit.catalog import KitCatalog
 from etcdguard.kit.model import SECRET_ROLES, KitFile, KitManifest
 
 Action = Literal["create", "unchanged", "replace"]
@@ -166,8 +172,24 @@ def _make_dir(action: FileAction, chown: bool) -> None:
     os.chmod(action.target, action.mode)
 
 
+def sweep_temp_files(directory: Path, older_than_seconds: float = 60.0) -> int:
+    """Remove temp files a killed restore left in ``directory`` (they may hold keys); returns count."""
+    removed = 0
+    if not directory.is_dir():
+        return 0
+    cutoff = time.time() - older_than_seconds
+    for leftover in directory.glob(f".{ASIDE_TAG}-tmp-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if leftover.lstat().st_mtime < cutoff:
+                leftover.unlink()
+                removed += 1
+    return removed
+
+
 def apply_restore(plan: RestorePlan) -> list[FileAction]:
     """Carry out ``plan`` (see the module docstring); returns the actions that changed something."""
+    for directory in {a.target.parent for a in plan.actions}:
+        sweep_temp_files(directory)
     done = []
     for action in plan.actions:
         if action.action == "unchanged":
@@ -210,3 +232,11 @@ def kubeadm_commands(manifest: KitManifest, root: Path) -> list[tuple[str, str]]
         (f"kubeadm init phase etcd local{config}{rootfs}",
          "rewrites etcd's manifest (skip to keep the restored one); restore etcd's data first: etcdguard restore"),
     ]
+
+
+def plan_kit_restore(catalog: KitCatalog, selector: str, keys: Sequence[VerifyKey] | None,
+                     identities: list[pyrage.x25519.Identity], root: Path) -> RestorePlan:
+    """Resolve ``selector`` (id, prefix or "latest"), check the kit completely and plan its restore
+    under ``root``; nothing is written. Apply the plan with :func:`apply_restore`."""
+    manifest = catalog.open(catalog.resolve(selector, keys), keys)
+    return plan_restore(manifest, catalog.fetch(manifest, identities), root)

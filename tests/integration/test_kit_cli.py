@@ -231,6 +231,16 @@ def test_snapshot_saves_a_kit_beside_it_only_when_changed(kube: KubeNode, keys: 
     assert kit["cluster_id"] == cluster_id_of(backup)
     without = cli(*args)  # kit.enabled unset: no kit
     assert without.returncode == 0 and json.loads(without.stdout)["kit"] is None
+    # snapshot retention never touches kits
+    prune_env = {"ETCDGUARD_RETENTION__KEEP_LAST": "1", "ETCDGUARD_RETENTION__HOURLY": "0",
+                 "ETCDGUARD_RETENTION__DAILY": "0", "ETCDGUARD_RETENTION__WEEKLY": "0",
+                 "ETCDGUARD_RETENTION__MONTHLY": "0", "ETCDGUARD_RETENTION__MIN_COUNT": "1"}
+    pruned = cli("backups", "prune", "--yes", "--store", str(store),
+                 env={**prune_env, "ETCDGUARD_SIGNING_PUBLIC_KEYS": str(keys.signing_pub)})
+    assert pruned.returncode == 0, pruned.stderr
+    assert len([p for p in (store / "default").iterdir() if p.name != "kits"]) == 1  # 3 backups -> 1
+    assert [p.name for p in (store / kits_prefix("default")).iterdir()] == [kits[0].name]
+    assert sorted(p.name for p in kits[0].iterdir()) == sorted([KIT_MANIFEST_NAME, KIT_OBJECT])
 
 
 def test_check_reports_certificate_expiry(kube: KubeNode, cli: CLI, tmp_path: Path) -> None:

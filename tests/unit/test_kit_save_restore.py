@@ -255,3 +255,26 @@ def test_a_kit_manifest_replayed_under_another_id_or_cluster_is_refused(
     store.put_bytes(f"{kit_prefix(CLUSTER, other_id)}/{KIT_MANIFEST_NAME}", backup_record)
     with pytest.raises(IntegrityError, match="not a kit manifest"):
         KitCatalog(store, CLUSTER).open(other_id, trusted)
+
+
+def test_plan_kit_restore_needs_the_identity_and_sweeps_a_killed_restores_leftovers(
+        node: KubeadmNode, keys: GeneratedKeys, tmp_path: Path) -> None:
+    from etcdguard.errors import ConfigError
+    from etcdguard.kit.restore import plan_kit_restore
+
+    store = LocalStore(tmp_path / "store")
+    save(node, keys, store)
+    catalog = KitCatalog(store, CLUSTER)
+    trusted = [load_signing_key(keys.signing_key).public]
+    root = tmp_path / "root"
+    with pytest.raises(ConfigError, match="--identity"):
+        plan_kit_restore(catalog, "latest", trusted, [], root)
+    pki = root / str(node.pki_dir).lstrip("/")
+    pki.mkdir(parents=True)
+    stale, fresh = pki / ".etcdguard-tmp-0123456789ab", pki / ".etcdguard-tmp-ba9876543210"
+    stale.write_bytes(b"a CA key a killed restore left")
+    fresh.write_bytes(b"another restore's file being written")
+    os.utime(stale, (1, 1))
+    plan = plan_kit_restore(catalog, "latest", trusted, load_identities(keys.identity), root)
+    apply_restore(plan)
+    assert not stale.exists() and fresh.exists()
