@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from etcdguard.errors import ConfigError
+from etcdguard.restore.settings import RestoreConfig
 
 ENV_PREFIX = "ETCDGUARD_"
 CONFIG_ENV = "ETCDGUARD_CONFIG"
@@ -236,6 +237,7 @@ class Settings(_Model):
     retention: RetentionConfig = RetentionConfig()
     service: ServiceConfig = ServiceConfig()
     kit: KitConfig = KitConfig()
+    restore: RestoreConfig = RestoreConfig()
 
     @field_validator("store", mode="before")
     @classmethod

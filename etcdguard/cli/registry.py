@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "etcdguard.cli.serve",
     "etcdguard.cli.member",
     "etcdguard.cli.kit",
+    "etcdguard.cli.restore",
 )
 
 def register_all(app: typer.Typer) -> None:

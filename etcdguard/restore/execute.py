@@ -1,0 +1,460 @@
+"""The restore as journaled steps: each idempotent, with a done-check and an undo where it changes
+something. Old data and manifests are moved aside with a timestamp, never deleted.
+
+Order: fetch (checked) -> pre-flight -> emergency snapshots -> stop kube-apiserver -> stop etcd ->
+move the old data aside -> snapshot restore -> fencing -> start etcd -> wait until healthy ->
+post-restore checks -> clean stale master leases -> start kube-apiserver -> remove the staged
+snapshot. Nothing is changed before "stop kube-apiserver": a bad backup or a failed pre-flight
+check leaves the node as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from etcdguard.backup.download import download_backup
+from etcdguard.backup.pipeline import request_from_settings, take_backup
+from etcdguard.backup.streams import SnapshotReader
+from etcdguard.errors import AbortedError, EtcdGuardError, IntegrityError, TransientError
+from etcdguard.etcd.binaries import EtcdVersion
+from etcdguard.etcd.client import MemberClient
+from etcdguard.etcd.datadir import wal_ids
+from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, restore, snapshot_status
+from etcdguard.restore.discovery import parse_initial_cluster, url_port
+from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
+from etcdguard.restore.job import JobParams, Services
+from etcdguard.restore.plan import member_id
+from etcdguard.restore.preflight import owner_of, parse_owner, run_checks, selinux_enabled
+from etcdguard.restore.runmode import CommandRunMode, KubeadmStaticPods, RunMode, SystemdRunMode
+from etcdguard.restore.settings import RestoreConfig
+from etcdguard.steps import Step, StepContext
+from etcdguard.storage.local import LocalStore
+
+MASTERLEASES = b"/registry/masterleases/"
+CHANGING_STEPS = ("stop-apiserver", "stop-etcd", "move-aside", "restore-snapshot", "start-etcd",
+                  "clean-masterleases", "start-apiserver")
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range end that covers every key starting with ``prefix``."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+class RestoreJob:
+    """Builds the steps of one node's part of a restore (see the module docstring)."""
+
+    def __init__(self, params: JobParams, services: Services, mode: RunMode | None = None) -> None:
+        self.p = params
+        self.s = services
+        self.plan = params.plan
+        self.member = self.plan.member(params.member_name)
+        self.local = params.local.member()
+        self.mode = mode or self._mode()
+        self.tool = SnapshotTool(Path(params.etcdutl), EtcdVersion.parse(params.etcdutl_version),
+                                 params.etcdutl_is_etcdutl)
+        self.client_tls = params.client_tls.files()
+        data_dir = self.local.data_dir
+        self.aside_data = data_dir.with_name(f"{data_dir.name}.etcdguard-old-{params.stamp}")
+        self.new_data = data_dir.with_name(f"{data_dir.name}.etcdguard-new-{params.stamp}")
+        self.restored_aside = data_dir.with_name(f"{data_dir.name}.etcdguard-restored-{params.stamp}")
+        wal = self.local.wal_dir
+        self.aside_wal = wal.with_name(f"{wal.name}.etcdguard-old-{params.stamp}") if wal else None
+        self.new_wal = wal.with_name(f"{wal.name}.etcdguard-new-{params.stamp}") if wal else None
+        self.expected_member_id = member_id(self.member.peer_urls, self.plan.token)
+
+    def _mode(self) -> RunMode:
+        if self.p.run_mode == "kubeadm":
+            return KubeadmStaticPods(Path(self.p.manifests_dir))
+        cfg: RestoreConfig = self.s.settings.restore
+        return SystemdRunMode(cfg) if self.p.run_mode == "systemd" else CommandRunMode(cfg)
+
+    @property
+    def endpoint(self) -> str:
+        """The restored member's client URL etcdguard talks to (loopback first)."""
+        urls = [*self.local.listen_client_urls, *self.member.client_urls]
+        loop = [u for u in urls if "127.0.0.1" in u or "localhost" in u]
+        return (loop or urls)[0]
+
+    def _wait(self, text: str) -> None:
+        if self.s.on_wait is not None:
+            self.s.on_wait(text)
+
+    # -- the plan ----------------------------------------------------------------------------
+    def steps(self) -> list[Step]:
+        """Every step of this node's part, in order."""
+        p = self.plan
+        source = (f"backup {p.source.backup_id}" if p.source.kind == "backup"
+                  else f"survivor {p.source.survivor}")
+        steps = [
+            Step("fetch", self.fetch, check=self.fetched, detail=f"fetch and check {source}"),
+            Step("preflight", self.preflight, detail="disk, memory, quota, tool, encryption keys"),
+            Step("emergency-snapshot", self.emergency_snapshot, detail="snapshot answering members"),
+            Step("stop-apiserver", self.stop_apiserver, undo=self.undo_stop_apiserver,
+                 detail="kubeadm: manifest out of the manifests dir; port closed"),
+            Step("stop-etcd", self.stop_etcd, undo=self.undo_stop_etcd, detail="client and peer ports closed"),
+            Step("move-aside", self.move_aside, check=self.moved_aside, undo=self.undo_move_aside,
+                 detail="old data (and wal) dir renamed with a timestamp"),
+            Step("restore-snapshot", self.restore_snapshot, check=self.restored, undo=self.undo_restore,
+                 detail="snapshot restore: name, initial cluster, new token"),
+            Step("fence", self.fence, detail="old members and apiservers must be down"),
+            Step("start-etcd", self.start_etcd, undo=self.undo_start_etcd, detail="start the restored member"),
+            Step("wait-healthy", self.wait_healthy, detail="leader elected, linearizable read"),
+            Step("post-checks", self.post_checks, detail="alarms, HashKV across members, revision"),
+            Step("clean-masterleases", self.clean_masterleases, detail="stale /registry/masterleases/ entries"),
+            Step("start-apiserver", self.start_apiserver, undo=self.undo_start_apiserver,
+                 detail="and wait until it listens"),
+            Step("clean-staging", self.clean_staging, detail="remove the decrypted snapshot"),
+        ]
+        return steps
+
+    # -- fetch and pre-flight (change nothing) -----------------------------------------------
+    def fetched(self, ctx: StepContext) -> bool:
+        path = self.p.snapshot_path
+        return path.is_file() and bool(ctx.result.get("size")) and path.stat().st_size == ctx.result["size"]
+
+    def fetch(self, ctx: StepContext) -> str:
+        src = self.plan.source
+        dest = self.p.snapshot_path
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if src.kind == "backup":
+            if self.s.catalog is None or src.backup_id is None:
+                raise AbortedError("the backup store is not configured")
+            if self.s.on_fetch_start:
+                self.s.on_fetch_start(src.snapshot_bytes)
+            got = download_backup(self.s.catalog, src.backup_id, self.s.verify_keys, self.s.identities, dest,
+                                  on_bytes=self.s.on_bytes)
+            if src.snapshot_sha256 and got.sha256 != src.snapshot_sha256:
+                dest.unlink(missing_ok=True)
+                raise IntegrityError(f"backup {src.backup_id} is not the snapshot the plan names "
+                                     f"(sha256 {got.sha256[:12]} != {src.snapshot_sha256[:12]})")
+            ctx.save(size=got.size, sha256=got.sha256)
+            return f"{got.size:,} bytes, signature, sha256 and etcd trailer checked"
+        if src.survivor_endpoint:
+            size = self._snapshot_member(src.survivor_endpoint, dest)
+            ctx.save(size=size)
+            return f"snapshot of {src.survivor} ({size:,} bytes, trailer checked)"
+        if not src.survivor_db:
+            raise AbortedError("the plan names no survivor endpoint or db file")
+        db = Path(src.survivor_db)
+        for host, port in self.local.ports:
+            if port_open(host, port):
+                raise AbortedError(f"{src.survivor}'s etcd still listens on {host}:{port}: its db file cannot "
+                                   "be copied while it runs")
+        tmp = dest.with_name(f".{dest.name}.partial")
+        shutil.copyfile(db, tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, dest)
+        ctx.save(size=dest.stat().st_size, offline=True)
+        return f"copied {db} ({dest.stat().st_size:,} bytes) from the stopped member"
+
+    def _snapshot_member(self, endpoint: str, dest: Path) -> int:
+        tmp = dest.with_name(f".{dest.name}.partial")
+        try:
+            with MemberClient(endpoint, tls=self.client_tls, timeout=10) as client, \
+                    open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                reader = SnapshotReader(client.snapshot(), on_bytes=self.s.on_bytes)
+                shutil.copyfileobj(reader, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest.stat().st_size
+
+    def preflight(self, ctx: StepContext) -> str:
+        skip = bool(self.plan.source.kind == "survivor" and not self.plan.source.survivor_endpoint)
+        status = snapshot_status(self.tool, self.p.snapshot_path)
+        checks = run_checks(snapshot=self.p.snapshot_path, status=status, data_dir=self.local.data_dir,
+                            quota=self.local.quota_backend_bytes, tool=self.tool,
+                            server_version=self.p.server_version, bump=self.plan.bump_revision,
+                            kubernetes=self.plan.kubernetes,
+                            encryption_config=Path(self.p.encryption_config) if self.p.encryption_config else None,
+                            memory_factor=self.p.memory_factor)
+        ctx.save(revision=status.revision, total_keys=status.total_keys, total_size=status.total_size,
+                 checks=[c.line() for c in checks], skip_hash_check=skip)
+        failed = [c for c in checks if not c.ok and (not c.overridable or not self.p.force)]
+        if failed:
+            raise AbortedError("pre-flight refused the restore, nothing was changed: "
+                               + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+        forced = [c.name for c in checks if not c.ok]
+        note = f"; FORCED past: {', '.join(forced)}" if forced else ""
+        return f"revision {status.revision:,}, {status.total_keys:,} keys, all checks passed{note}"
+
+    def emergency_snapshot(self, ctx: StepContext) -> str:
+        if not self.p.answering:
+            return "no member answers: nothing to save"
+        settings = self.s.settings
+        request = request_from_settings(settings)
+        if not request.recipients and self.s.identities:
+            recipients = [i.to_public() for i in self.s.identities]
+            request = dataclasses.replace(request, recipients=recipients,
+                                          recipient_texts=[str(r) for r in recipients])
+        request = dataclasses.replace(request, allow_unsigned=True, allow_unencrypted=True,
+                                      etcd=settings.etcd.model_copy(update={"endpoints": list(self.p.answering)}),
+                                      member=None)
+        store = LocalStore(Path(self.p.emergency_store))
+        saved = []
+        for url in self.p.answering:
+            if any(url in r for r in ctx.result.get("saved", [])):
+                continue
+            result = take_backup(dataclasses.replace(request, local_endpoint=url), store)
+            saved.append(f"{url} -> {result.manifest.backup_id}")
+            ctx.save(saved=[*ctx.result.get("saved", []), saved[-1]])
+        return f"saved into {store.url}: " + ", ".join(ctx.result.get("saved", []))
+
+    # -- stop ----------------------------------------------------------------------------------
+    def _wait_closed(self, ports: list[tuple[str, int]], what: str) -> None:
+        self._wait(f"waiting for {what} to stop")
+        still = wait_ports_closed(ports, self.p.stop_timeout)
+        if still:
+            raise TransientError(f"{what} still listens on {', '.join(f'{h}:{p}' for h, p in still)} after "
+                                 f"{self.p.stop_timeout:g}s")
+        if shutil.which("crictl") and isinstance(self.mode, KubeadmStaticPods):
+            name = "kube-apiserver" if "apiserver" in what else "etcd"
+            deadline = time.monotonic() + self.p.stop_timeout
+            while time.monotonic() < deadline:
+                out = subprocess.run(["crictl", "ps", "-q", "--name", f"^{name}$"], capture_output=True,
+                                     text=True, timeout=30, check=False).stdout.strip()
+                if not out:
+                    return
+                time.sleep(1)
+            raise TransientError(f"crictl still lists a running {name} container")
+
+    def _apiserver_ports(self) -> list[tuple[str, int]]:
+        a = self.p.apiserver
+        return [(a.host, a.secure_port)] if a else []
+
+    def stop_apiserver(self, ctx: StepContext) -> str:
+        if not self.mode.has_apiserver and self.p.apiserver is None:
+            return "no kube-apiserver on this node"
+        detail = self.mode.stop_apiserver(self.p.manifests_aside)
+        self._wait_closed(self._apiserver_ports(), "kube-apiserver")
+        return detail
+
+    def undo_stop_apiserver(self, ctx: StepContext) -> str:
+        return self.mode.start_apiserver(self.p.manifests_aside)
+
+    def stop_etcd(self, ctx: StepContext) -> str:
+        detail = self.mode.stop_etcd(self.p.manifests_aside)
+        self._wait_closed(self.local.ports, "etcd")
+        return detail + "; its ports are closed"
+
+    def undo_stop_etcd(self, ctx: StepContext) -> str:
+        detail = self.mode.restore_original_etcd(self.p.manifests_aside)
+        host, port = url_port(self.endpoint)
+        deadline = time.monotonic() + self.p.start_timeout
+        while not port_open(host, port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return detail + ("; the old member listens again" if port_open(host, port) else "")
+
+    # -- data --------------------------------------------------------------------------------
+    def moved_aside(self, ctx: StepContext) -> bool:
+        return not self.local.data_dir.exists() and (self.aside_data.exists() or ctx.result.get("nothing") is True)
+
+    def move_aside(self, ctx: StepContext) -> str:
+        moved = list(ctx.result.get("moved", []))
+        data = self.local.data_dir
+        if data.exists():
+            owner = owner_of(data)
+            ctx.save(owner=list(owner) if owner else None)
+            data.rename(self.aside_data)
+            moved.append(str(self.aside_data))
+            ctx.save(moved=moved)
+        wal = self.local.wal_dir
+        if wal is not None and self.aside_wal is not None and wal.exists() and data not in wal.parents:
+            wal.rename(self.aside_wal)
+            moved.append(str(self.aside_wal))
+            ctx.save(moved=moved)
+        if not moved:
+            ctx.save(nothing=True)
+            return f"{data} did not exist: nothing to move"
+        return "kept " + ", ".join(moved)
+
+    def undo_move_aside(self, ctx: StepContext) -> str:
+        back = []
+        for aside, original in ((self.aside_data, self.local.data_dir), (self.aside_wal, self.local.wal_dir)):
+            if aside is None or original is None or not aside.exists():
+                continue
+            if original.exists():
+                original.rename(original.with_name(f"{original.name}.etcdguard-rolledback-{self.p.stamp}"))
+            aside.rename(original)
+            back.append(str(original))
+        return "put back " + ", ".join(back) if back else "nothing was moved"
+
+    def _restored_id(self) -> int | None:
+        wal = self.local.wal_dir or self.local.data_dir / "member" / "wal"
+        try:
+            return wal_ids(wal)[0]
+        except (OSError, ValueError):
+            return None
+
+    def restored(self, ctx: StepContext) -> bool:
+        return self._restored_id() == self.expected_member_id
+
+    def restore_snapshot(self, ctx: StepContext) -> str:
+        for leftover in (self.new_data, self.new_wal):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover)  # our own partial output from an interrupted attempt
+        if self.local.data_dir.exists():
+            raise AbortedError(f"{self.local.data_dir} exists again (recreated by someone else?); "
+                               "move it away and --resume")
+        bump = self.plan.bump_revision or None
+        spec = RestoreSpec(snapshot=self.p.snapshot_path, data_dir=self.new_data, name=self.member.name,
+                           initial_cluster=parse_initial_cluster(self.plan.initial_cluster),
+                           token=self.plan.token, wal_dir=self.new_wal, skip_hash_check=True,
+                           bump_revision=bump, mark_compacted=bump is not None)
+        restore(self.tool, spec, timeout=max(600.0, self.p.start_timeout))
+        self._own(self.new_data)
+        if self.new_wal is not None:
+            self._own(self.new_wal)
+            assert self.local.wal_dir is not None
+            self.local.wal_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.new_wal.rename(self.local.wal_dir)
+        self.new_data.rename(self.local.data_dir)
+        bumped = f", revisions bumped by {bump:,} (marked compacted)" if bump else ", revisions kept"
+        return f"{self.local.data_dir} as member {self.member.name} ({self.expected_member_id:x}){bumped}"
+
+    def _own(self, path: Path) -> None:
+        os.chmod(path, 0o700)
+        owner = parse_owner(self.local.owner) if self.local.owner else None
+        if owner is None and self.aside_data.exists():
+            owner = owner_of(self.aside_data)
+        if owner is not None and os.geteuid() == 0:
+            for root, dirs, files in os.walk(path):
+                for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                    os.chown(name, *owner)
+        if selinux_enabled() and shutil.which("restorecon"):
+            subprocess.run(["restorecon", "-R", str(path)], capture_output=True, timeout=120, check=False)
+
+    def undo_restore(self, ctx: StepContext) -> str:
+        if self.local.data_dir.exists() and self._restored_id() == self.expected_member_id:
+            self.local.data_dir.rename(self.restored_aside)
+            return f"moved the restored data to {self.restored_aside}"
+        return "no restored data in place"
+
+    # -- start -------------------------------------------------------------------------------
+    def fence(self, ctx: StepContext) -> str:
+        targets: list[FenceTarget] = []
+        for m in self.plan.old_members:
+            targets += [FenceTarget(f"old member {m.name} peer URL", u, "peer", m.name) for u in m.peer_urls]
+            targets += [FenceTarget(f"old member {m.name} client URL", u, "client", m.name) for u in m.client_urls]
+        apis = list(self.plan.apiserver_endpoints)
+        if self.p.apiserver is not None:
+            apis.append(self.p.apiserver.url)
+        targets += [FenceTarget("kube-apiserver", u, "apiserver") for u in dict.fromkeys(apis)]
+        peer_tls = self.p.peer_tls.files()
+        result = check_fence(targets, self.plan.new_cluster_id, peer_tls=peer_tls, client_tls=self.client_tls)
+        if not result.ok:
+            if not self.p.force:
+                raise AbortedError("fencing: the old cluster still answers; the restored data must never meet "
+                                   f"it: {', '.join(result.alive)}. Stop them (or pass --force) and --resume")
+            return f"FORCED although still answering: {', '.join(result.alive)}"
+        return f"{result.checked} old ports and apiservers are down"
+
+    def start_etcd(self, ctx: StepContext) -> str:
+        flags: dict[str, str] = {}
+        if self.local.initial_cluster != self.plan.initial_cluster:
+            flags["initial-cluster"] = self.plan.initial_cluster
+        env = {"ETCDGUARD_MEMBER_NAME": self.member.name, "ETCDGUARD_DATA_DIR": str(self.local.data_dir),
+               "ETCDGUARD_INITIAL_CLUSTER": self.plan.initial_cluster,
+               "ETCDGUARD_INITIAL_CLUSTER_TOKEN": self.plan.token}
+        return self.mode.start_etcd(self.p.manifests_aside, flags, env)
+
+    def undo_start_etcd(self, ctx: StepContext) -> str:
+        if isinstance(self.mode, KubeadmStaticPods):
+            detail = self.mode.stop_restored_etcd(self.p.manifests_aside)
+        else:
+            detail = self.mode.stop_etcd(self.p.manifests_aside)
+        self._wait_closed(self.local.ports, "the restored etcd")
+        return detail
+
+    def wait_healthy(self, ctx: StepContext) -> str:
+        deadline = time.monotonic() + self.p.start_timeout
+        last, began = "no answer", time.monotonic()
+        while True:
+            try:
+                with MemberClient(self.endpoint, tls=self.client_tls, timeout=2.0) as client:
+                    st = client.status()
+                    if st.leader:
+                        client.get(b"/__etcdguard/ready")
+                        if f"{st.cluster_id:x}" != self.plan.new_cluster_id:
+                            raise AbortedError(f"{self.endpoint} reports cluster {st.cluster_id:x}, not the restored "
+                                               f"cluster {self.plan.new_cluster_id}")
+                        ctx.save(revision=st.revision, version=st.version)
+                        return (f"serving: cluster {self.plan.new_cluster_id}, revision {st.revision:,}, "
+                                f"etcd {st.version}")
+                    last = "no leader yet"
+            except AbortedError:
+                raise
+            except EtcdGuardError as exc:
+                last = str(exc)
+            waited = time.monotonic() - began
+            need = len(self.plan.members) // 2 + 1
+            extra = f"; a quorum of {need} of {len(self.plan.members)} members must run their part" \
+                if not self.plan.single else ""
+            self._wait(f"waiting for etcd ({waited:.0f}s): {last}{extra}")
+            if time.monotonic() >= deadline:
+                raise TransientError(f"the restored member did not become healthy in {self.p.start_timeout:g}s "
+                                     f"({last}){extra}; fix it and run etcdguard restore --resume")
+            time.sleep(0.5)
+
+    def post_checks(self, ctx: StepContext) -> str:
+        notes = []
+        with MemberClient(self.endpoint, tls=self.client_tls, timeout=10) as client:
+            alarms = client.alarms()
+            status = client.status()
+            members = client.member_list()
+        if alarms:
+            notes.append("ALARMS: " + ", ".join(f"{a.alarm} on {a.member_id:x}" for a in alarms))
+        rev = status.revision
+        hashes: dict[str, int] = {}
+        for m in members:
+            for url in m.client_urls[:1]:
+                with contextlib.suppress(EtcdGuardError), MemberClient(url, tls=self.client_tls, timeout=10) as c:
+                    hashes[m.name] = c.hash_kv(rev).hash
+        if len(set(hashes.values())) > 1:
+            raise IntegrityError(f"HashKV at revision {rev} differs between members: {hashes}")
+        pre = ctx.journal.record("preflight")
+        source_rev = int(pre.result.get("revision", 0)) if pre else 0
+        if self.plan.bump_revision and rev < source_rev + self.plan.bump_revision:
+            raise IntegrityError(f"revision {rev:,} is below the bumped revision "
+                                 f"{source_rev + self.plan.bump_revision:,}")
+        ctx.save(revision=rev, hashes={k: f"{v:x}" for k, v in hashes.items()}, members=len(members))
+        notes.append(f"{len(members)} member(s), revision {rev:,}, HashKV agrees on {len(hashes)}")
+        return "; ".join(notes)
+
+    def clean_masterleases(self, ctx: StepContext) -> str:
+        if not self.plan.kubernetes:
+            return "not Kubernetes data"
+        with MemberClient(self.endpoint, tls=self.client_tls, timeout=10) as client:
+            deleted = client.delete(MASTERLEASES, prefix_end(MASTERLEASES))
+        return f"deleted {deleted} stale /registry/masterleases/ entries"
+
+    def start_apiserver(self, ctx: StepContext) -> str:
+        if self.p.apiserver is None and not self.mode.has_apiserver:
+            return "no kube-apiserver on this node"
+        detail = self.mode.start_apiserver(self.p.manifests_aside)
+        ports = self._apiserver_ports()
+        deadline = time.monotonic() + self.p.start_timeout
+        while ports and not all(port_open(*p) for p in ports):
+            if time.monotonic() >= deadline:
+                raise TransientError(f"kube-apiserver does not listen on {ports[0][0]}:{ports[0][1]} after "
+                                     f"{self.p.start_timeout:g}s")
+            self._wait("waiting for kube-apiserver to listen")
+            time.sleep(0.3)
+        return detail + ("; listening" if ports else "")
+
+    def undo_start_apiserver(self, ctx: StepContext) -> str:
+        detail = self.mode.stop_apiserver(self.p.manifests_aside)
+        self._wait_closed(self._apiserver_ports(), "kube-apiserver")
+        return detail
+
+    def clean_staging(self, ctx: StepContext) -> str:
+        self.p.snapshot_path.unlink(missing_ok=True)
+        return f"removed the staged snapshot from {self.p.work}"

@@ -1,0 +1,121 @@
+"""Fencing: the restored data must never meet the old cluster.
+
+Before a restored member starts, every old member's client and peer ports and every known
+kube-apiserver must be down. A port that is open is accepted only when what answers there is a
+member of the restored cluster itself (its cluster id is the one the plan derived from the new
+token): a peer port tells its cluster id in the ``X-Etcd-Cluster-ID`` header of ``/members``, a
+client port in the Status header.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from etcdguard.errors import EtcdGuardError
+from etcdguard.etcd.client import MemberClient, TLSFiles
+from etcdguard.restore.discovery import url_port
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_ports_closed(ports: Iterable[tuple[str, int]], timeout: float, poll: float = 0.2) -> list[tuple[str, int]]:
+    """Wait until none of ``ports`` accepts connections; returns those still open at the deadline."""
+    pending = list(dict.fromkeys(ports))
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = [p for p in pending if port_open(*p, timeout=0.5)]
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(poll)
+
+
+def peer_cluster_id(peer_url: str, tls: TLSFiles | None, timeout: float = 2.0) -> str | None:
+    """The cluster id (hex) an etcd peer port reports on ``/members``, or None if it does not say."""
+    parts = urlsplit(peer_url)
+    host, port = url_port(peer_url)
+    try:
+        if parts.scheme == "https":
+            ctx = ssl.create_default_context(cafile=str(tls.cacert) if tls and tls.cacert else None)
+            ctx.check_hostname = False
+            if not (tls and tls.cacert):
+                ctx.verify_mode = ssl.CERT_NONE
+            if tls and tls.cert and tls.key:
+                ctx.load_cert_chain(str(tls.cert), str(tls.key))
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request("GET", "/members")
+            resp = conn.getresponse()
+            resp.read(1 << 16)
+            value = resp.getheader("X-Etcd-Cluster-ID")
+        finally:
+            conn.close()
+    except (OSError, ssl.SSLError, http.client.HTTPException):
+        return None
+    return value.lower() if value else None
+
+
+def client_cluster_id(client_url: str, tls: TLSFiles | None, timeout: float = 2.0) -> str | None:
+    """The cluster id (hex) an etcd client port reports in Status, or None if it does not answer."""
+    try:
+        with MemberClient(client_url, tls=tls, timeout=timeout) as client:
+            return f"{client.status().cluster_id:x}"
+    except EtcdGuardError:
+        return None
+
+
+@dataclass(frozen=True)
+class FenceTarget:
+    """Something that must be down (or be part of the restored cluster) before a restored member starts."""
+
+    what: str  # "member m1 client URL", "kube-apiserver"
+    url: str
+    kind: str  # "peer", "client" or "apiserver"
+    member: str = ""  # the old member it belongs to
+
+
+@dataclass(frozen=True)
+class FenceResult:
+    """Which targets are still up and belong to the old world."""
+
+    checked: int
+    alive: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when everything old is down."""
+        return not self.alive
+
+
+def check_fence(targets: Iterable[FenceTarget], new_cluster_id: str, *, peer_tls: TLSFiles | None = None,
+                client_tls: TLSFiles | None = None) -> FenceResult:
+    """Probe every target: closed ports pass, the restored cluster's own members pass, the rest fail."""
+    alive: list[str] = []
+    restored: set[str] = set()  # members whose peer port is already the restored cluster's
+    ordered = sorted(targets, key=lambda t: t.kind != "peer")  # peers first: a restored member waiting
+    for t in ordered:                                          # for quorum serves no client yet
+        host, port = url_port(t.url)
+        if not port_open(host, port):
+            continue
+        if t.kind == "peer" and peer_cluster_id(t.url, peer_tls) == new_cluster_id:
+            restored.add(t.member)
+            continue
+        if t.kind == "client" and (t.member in restored
+                                   or client_cluster_id(t.url, client_tls) == new_cluster_id):
+            continue
+        alive.append(f"{t.what} {t.url}")
+    return FenceResult(len(ordered), tuple(alive))

@@ -1,0 +1,120 @@
+"""Shared pieces of the restore tests: a kubeadm node run by the kubelet stand-in, keys, a store,
+the etcdguard CLI with a config file, and reading what a restored member holds."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from etcdguard.backup.keys import GeneratedKeys
+from etcdguard.errors import EtcdGuardError
+from etcdguard.etcd.client import MemberClient, TLSFiles
+from tests.integration.snapshot_fixtures import CLI
+from tests.support.etcd_cluster import TEST_ETCD_DIRS, installation
+from tests.support.kubeadm import KubeadmNode, free_low_ports, make_kubeadm_node
+from tests.support.kubelet import Kubelet
+from tests.support.seaweed import SeaweedS3
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def s3_env(seaweed: SeaweedS3) -> dict[str, str]:
+    return {"AWS_ACCESS_KEY_ID": seaweed.access_key, "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@dataclass
+class Setup:
+    """A store, keys and a config file for one test."""
+
+    config: Path
+    keys: GeneratedKeys
+    cli: CLI
+    state_dir: Path
+
+    def run(self, *args: str, timeout: float = 300, **kw: Any) -> Any:
+        return self.cli("--config", str(self.config), *args, timeout=timeout, **kw)
+
+
+def write_config(path: Path, *, store: str, seaweed: SeaweedS3 | None, keys: GeneratedKeys, cluster: str,
+                 state_dir: Path, etcd: dict[str, Any] | None = None, restore: dict[str, Any] | None = None) -> Path:
+    data: dict[str, Any] = {
+        "store": store,
+        "backup": {"cluster_name": cluster},
+        "encryption": {"recipients": [keys.recipient_text], "identity_file": str(keys.identity)},
+        "signing": {"key_file": str(keys.signing_key), "public_keys": [str(keys.signing_pub)]},
+        "verify": {"etcd_path": [str(d) for d in TEST_ETCD_DIRS]},
+        "restore": {"state_dir": str(state_dir), "stop_timeout": 60, "start_timeout": 90, **(restore or {})},
+    }
+    if seaweed is not None:
+        data["store"] = {"type": "s3", "bucket": store, "endpoint_url": seaweed.endpoint_url,
+                         "addressing_style": "path"}
+    if etcd:
+        data["etcd"] = etcd
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cli_env(seaweed: SeaweedS3 | None) -> dict[str, str]:
+    env = {"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "")}
+    if seaweed is not None:
+        env.update(s3_env(seaweed))
+    return env
+
+
+def node_tls(node: KubeadmNode) -> TLSFiles:
+    ca, cert, key = node.etcd_client_tls
+    return TLSFiles(cacert=ca, cert=cert, key=key)
+
+
+def wait_serving(endpoint: str, tls: TLSFiles | None, timeout: float = 60.0) -> MemberClient:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            client = MemberClient(endpoint, tls=tls, timeout=2)
+            if client.status().leader:
+                client.get(b"/ready")
+                return client
+            client.close()
+        except EtcdGuardError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise AssertionError(f"{endpoint} not serving in {timeout}s: {last}")
+
+
+@contextmanager
+def kubeadm_node(root: Path, version: str = "3.5.16", name: str = "cp1") -> Iterator[tuple[KubeadmNode, Kubelet]]:
+    """A single-node kubeadm control plane (etcd + apiserver stand-in) run by the kubelet stand-in."""
+    install = installation(version)
+    assert install is not None
+    client, peer, metrics, api = free_low_ports(4)
+    node = make_kubeadm_node(root, name=name, client_port=client, peer_port=peer, metrics_port=metrics,
+                             apiserver_port=api, etcd_command=[str(install.etcd)],
+                             apiserver_command=[sys.executable, "-m", "tests.support.apiserver"],
+                             etcd_image=f"registry.k8s.io/etcd:{version}-0")
+    kubelet = Kubelet(node.manifests_dir, root / "kubelet-logs")
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(REPO)  # the apiserver stand-in is a module of this repo
+    try:
+        with kubelet:
+            wait_serving(node.etcd_endpoint, node_tls(node)).close()
+            yield node, kubelet
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def keys_with_prefix(client: MemberClient, prefix: bytes) -> list[bytes]:
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    return list(client.keys(prefix, end, 0))
