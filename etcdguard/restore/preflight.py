@@ -1,8 +1,9 @@
 """Pre-flight checks: everything that can refuse a restore runs before anything is changed.
 
 Each check is named in the output. A failed check refuses the restore (exit 10) while the
-cluster, its data and its manifests are still untouched; ``--force`` overrides the checks marked
-overridable (never a bad backup: that fails earlier, in the fetch, with exit 6).
+cluster, its data and its manifests are still untouched. ``--force`` overrides only the checks
+marked overridable (memory, the tool's minor version); never disk space, the quota, missing
+encryption keys or a bad backup (that fails earlier, in the fetch, with exit 6).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def check_disk(data_dir: Path, db_bytes: int) -> Check:
     where = existing_parent(data_dir.parent)
     free = shutil.disk_usage(where).free
     need = db_bytes + WAL_HEADROOM
-    return Check("disk space", free >= need, f"{_gib(free)} free on {where}, the restored member needs {_gib(need)}")
+    return Check("disk space", free >= need, f"{_gib(free)} free on {where}, the restored member needs {_gib(need)}",
+                 overridable=False)
 
 
 def available_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
@@ -80,7 +82,8 @@ def check_quota(db_bytes: int, quota: int | None) -> Check:
     source = "--quota-backend-bytes" if quota else "etcd's default quota"
     return Check("db size vs quota", db_bytes < limit,
                  f"db {_gib(db_bytes)} vs {source} {_gib(limit)}" + ("" if db_bytes < limit else
-                 ": etcd would raise a NOSPACE alarm and refuse writes at once; raise the quota first"))
+                 ": etcd would raise a NOSPACE alarm and refuse writes at once; raise the quota first"),
+                 overridable=False)
 
 
 def check_tool_version(tool: SnapshotTool, server_version: str | None) -> Check:
@@ -110,7 +113,7 @@ def check_encryption(snapshot: Path, config: Path | None, kubernetes: bool) -> C
     if not kubernetes and config is None:
         return Check("encryption keys", True, "not Kubernetes data")
     result = check_encryption_keys(snapshot, config)
-    return Check("encryption keys", result.ok, result.summary())
+    return Check("encryption keys", result.ok, result.summary(), overridable=False)
 
 
 def run_checks(*, snapshot: Path, status: SnapshotStatus, data_dir: Path, quota: int | None,

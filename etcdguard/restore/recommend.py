@@ -117,9 +117,7 @@ def recommend(a: Assessment, *, backup: BackupRef | None, force: bool = False, s
     ``prefer_backup`` ignores a newer survivor (the operator chose a backup explicitly).
     """
     now = a.taken_at
-    others_down = all(not m.reachable for m in a.health.members if a.local is None or m.name != a.local.name) \
-        if a.health else True
-    single = single_member or (not multi_member_plan and (a.known_members == 1 or others_down))
+    single = single_member or not multi_member_plan  # without a plan for every member, only this node
     notes: list[str] = []
     if a.quorum.has_quorum and not force:
         return Recommendation(

@@ -66,7 +66,6 @@ def test_single_node_kubeadm_restore_from_s3(tmp_path: Path, s3_bucket: tuple[Se
         (tmp_path / "etcd.yaml").rename(node.manifests_dir / "etcd.yaml")
 
         result = s.run("restore", "--yes", "--backup", "latest")
-        print(result.stderr)
         assert result.returncode == 0, result.stderr
         for step in ("fetch", "preflight", "stop-apiserver", "stop-etcd", "move-aside", "restore-snapshot",
                      "fence", "start-etcd", "wait-healthy", "post-checks", "clean-masterleases", "start-apiserver"):
@@ -85,3 +84,107 @@ def test_single_node_kubeadm_restore_from_s3(tmp_path: Path, s3_bucket: tuple[Se
         assert port_open("127.0.0.1", node.apiserver_port)
         assert kubelet.running("kube-apiserver.yaml")
         assert not list((s.state_dir).glob("*/snapshot.db"))  # no decrypted copy left behind
+
+
+def _state(node_root: Path, manifests: Path) -> tuple[list[str], list[str]]:
+    """What a refused restore must not change: the manifests dir and the data dirs beside etcd's."""
+    return (sorted(p.name for p in manifests.iterdir()),
+            sorted(p.name for p in (node_root / "var" / "lib").iterdir()))
+
+
+def test_guardrails_refuse_before_any_change(tmp_path: Path, s3_bucket: tuple[SeaweedS3, str]) -> None:
+    require_etcd("3.5.16")
+    seaweed, bucket = s3_bucket
+    with kubeadm_node(tmp_path / "node") as (node, _kubelet):
+        s = _setup(tmp_path, seaweed, bucket, node.etcd_endpoint, node.etcd_client_tls, node.manifests_dir)
+        tls = node_tls(node)
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            c.put(b"/registry/secrets/default/s", SECRET)
+        assert s.run("snapshot").returncode == 0
+        before = _state(node.root, node.manifests_dir)
+
+        healthy = s.run("restore", "--yes")
+        assert healthy.returncode == 10, healthy.stderr
+        assert "error: refusing to restore" in healthy.stderr and "quorum" in healthy.stderr
+
+        # a tampered object: exit 6 from the fetch, before anything is stopped, --force or not
+        s3 = seaweed.client()
+        objects = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+        stored = next(k for k in objects if k.endswith(".age"))
+        body = bytearray(s3.get_object(Bucket=bucket, Key=stored)["Body"].read())
+        body[len(body) // 2] ^= 0xFF
+        s3.put_object(Bucket=bucket, Key=stored, Body=bytes(body))
+        tampered = s.run("restore", "--yes", "--force", "--backup", "latest")
+        assert tampered.returncode == 6, tampered.stderr
+        assert "ok stop-apiserver" not in tampered.stderr and "error: backup" in tampered.stderr
+
+        # the apiserver's config lacks the key the backup's Secrets were encrypted with
+        assert s.run("snapshot").returncode == 0
+        node.encryption_config.write_text(node.encryption_config.read_text().replace("key1", "key2"))
+        nokey = s.run("restore", "--yes", "--force", "--backup", "latest")
+        assert nokey.returncode == 10, nokey.stderr
+        assert "encryption keys" in nokey.stderr and "key1" in nokey.stderr
+
+        assert _state(node.root, node.manifests_dir) == before
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            assert c.get(b"/registry/secrets/default/s") == SECRET
+
+
+def test_crash_at_every_step_boundary_then_resume_and_rollback(tmp_path: Path,
+                                                                s3_bucket: tuple[SeaweedS3, str]) -> None:
+    require_etcd("3.5.16")
+    seaweed, bucket = s3_bucket
+    steps = ["fetch", "preflight", "emergency-snapshot", "stop-apiserver", "stop-etcd", "move-aside",
+             "restore-snapshot", "fence", "start-etcd", "wait-healthy", "post-checks", "clean-masterleases",
+             "start-apiserver"]
+    with kubeadm_node(tmp_path / "node") as (node, _kubelet):
+        s = _setup(tmp_path, seaweed, bucket, node.etcd_endpoint, node.etcd_client_tls, node.manifests_dir)
+        tls = node_tls(node)
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            c.put(b"/registry/pods/default/kept", b"v")
+        assert s.run("snapshot").returncode == 0
+        for step in steps:
+            with wait_serving(node.etcd_endpoint, tls) as c:
+                c.put(b"/registry/pods/default/after-backup", b"lost")
+            crashed = s.run("restore", "--yes", "--force", "--backup", "latest",
+                            env={"ETCDGUARD_TEST_CRASH_AFTER_STEP": step})
+            assert crashed.returncode == -9, (step, crashed.stderr)
+            again = s.run("restore", "--yes", "--force", "--backup", "latest")
+            assert again.returncode == 10 and "--resume" in again.stderr or step in (
+                "fetch", "preflight", "emergency-snapshot"), (step, again.stderr)
+            if again.returncode == 0:
+                continue  # nothing had changed: the new run did the whole restore
+            resumed = s.run("restore", "--resume")
+            assert resumed.returncode == 0, (step, resumed.stderr)
+            with wait_serving(node.etcd_endpoint, tls) as c:
+                assert c.get(b"/registry/pods/default/kept") == b"v", step
+                assert c.get(b"/registry/pods/default/after-backup") is None, step
+                assert c.status().revision > 1_000_000_000
+            assert sorted(p.name for p in node.manifests_dir.iterdir()) == ["etcd.yaml", "kube-apiserver.yaml"]
+
+        # rollback after the restored member started: the old member and its data come back
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            c.put(b"/registry/pods/default/before-rollback", b"old")
+            old_rev = c.status().revision
+        crashed = s.run("restore", "--yes", "--force", "--backup", "latest",
+                        env={"ETCDGUARD_TEST_CRASH_AFTER_STEP": "start-etcd"})
+        assert crashed.returncode == -9
+        rolled = s.run("restore", "--rollback")
+        assert rolled.returncode == 0, rolled.stderr
+        assert "rolled back" in rolled.stderr
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            assert c.get(b"/registry/pods/default/before-rollback") == b"old"
+            assert c.status().revision == old_rev
+        assert sorted(p.name for p in node.manifests_dir.iterdir()) == ["etcd.yaml", "kube-apiserver.yaml"]
+        assert port_open("127.0.0.1", node.apiserver_port) or _wait_port(node.apiserver_port)
+        restored_aside = list((node.root / "var" / "lib").glob("etcd.etcdguard-restored-*"))
+        assert len(restored_aside) == 1  # the restored data is kept aside too, never deleted
+
+
+def _wait_port(port: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open("127.0.0.1", port):
+            return True
+        time.sleep(0.2)
+    return False
