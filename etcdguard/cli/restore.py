@@ -247,6 +247,7 @@ def restore_command(
 def _run_new(cfg: Settings, printer: _Printer, quiet: bool, as_json: bool, *, backup: str | None, yes: bool,
              single_member: bool, force: bool, no_bump: bool, plan_only: bool, plan_file: Path | None,
              member: str | None, etcdutl: Path | None, skip_signature: bool) -> None:
+    session.refuse_if_interrupted(cfg)
     catalog = opt.open_catalog(cfg, skip_signature=skip_signature)
     diag = session.diagnose(cfg, catalog, etcdutl=etcdutl)
     if not quiet:

@@ -318,14 +318,22 @@ def changed_anything(journal: Journal) -> bool:
     return any(r.name in CHANGING_STEPS and r.state is not StepState.pending for r in journal.steps)
 
 
+def refuse_if_interrupted(settings: Settings) -> Journal | None:
+    """AbortedError when an interrupted restore changed something (it must be resumed or rolled
+    back first); returns an unfinished journal that changed nothing (a new run supersedes it)."""
+    previous = unfinished(settings)
+    if previous is not None and changed_anything(previous):
+        last = next((r.name for r in reversed(previous.steps) if r.state is not StepState.pending), "?")
+        raise AbortedError(f"restore {previous.run_id} was interrupted after step {last} "
+                           f"({previous.outcome.value}): run 'etcdguard restore --resume' to finish it or "
+                           "'--rollback' to undo it")
+    return previous
+
+
 def run(params: JobParams, services: Services, on_change: StepListener | None = None) -> Journal:
     """Run this node's part of a restore under the lock, journaled."""
     with _lock(services.settings):
-        previous = unfinished(services.settings)
-        if previous is not None and changed_anything(previous):
-            raise AbortedError(f"restore {previous.run_id} was interrupted at step {previous.failed_step or '?'} "
-                               f"({previous.outcome.value}): run 'etcdguard restore --resume' to finish it or "
-                               "'--rollback' to undo it")
+        previous = refuse_if_interrupted(services.settings)
         if previous is not None:
             previous.finish(RunOutcome.rolled_back, "superseded: nothing had been changed")
         journal = Journal.create(journal_dir(services.settings), JOURNAL_KIND, params.plan.restore_id,

@@ -150,7 +150,7 @@ def test_crash_at_every_step_boundary_then_resume_and_rollback(tmp_path: Path,
                             env={"ETCDGUARD_TEST_CRASH_AFTER_STEP": step})
             assert crashed.returncode == -9, (step, crashed.stderr)
             again = s.run("restore", "--yes", "--force", "--backup", "latest")
-            assert again.returncode == 10 and "--resume" in again.stderr or step in (
+            assert (again.returncode == 10 and "--resume" in again.stderr) or step in (
                 "fetch", "preflight", "emergency-snapshot"), (step, again.stderr)
             if again.returncode == 0:
                 continue  # nothing had changed: the new run did the whole restore
