@@ -9,10 +9,11 @@ one-member restores too when only this node is restored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from etcdguard.monitor.freshness import format_age
 from etcdguard.restore.assess import Assessment, BackupRef, Survivor
 
 BUMP_MINIMUM = 1_000_000_000
@@ -38,15 +39,7 @@ PATH_TITLES = {
 
 def human_age(seconds: float) -> str:
     """``3d 4h``, ``2h 5m``, ``40s``."""
-    s = int(seconds)
-    days, rest = divmod(s, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+    return format_age(timedelta(seconds=seconds))
 
 
 def bump_amount(snapshot_revision: int, newest_seen_revision: int) -> int:
