@@ -61,10 +61,15 @@ def encode(tar_bytes: bytes, writer: BlobWriter, recipients: list[pyrage.x25519.
     """zstd-compress and age-encrypt ``tar_bytes`` (plain zstd with no recipient) into ``writer``."""
     compressed = zstandard.ZstdCompressor(level=level).compress(tar_bytes)
     sink = HashingWriter(writer.write)
-    if recipients:
-        pyrage.encrypt_io(io.BytesIO(compressed), sink, recipients)
-    else:
-        sink.write(compressed)
+    try:
+        if recipients:
+            pyrage.encrypt_io(io.BytesIO(compressed), sink, recipients)
+        else:
+            sink.write(compressed)
+    except BaseException:
+        if sink.error is not None:  # the store's (or a signal's) exception, not age's wrapper of it
+            raise sink.error from None
+        raise
     if sink.error is not None:
         raise sink.error
     archive = ArchiveInfo(size=len(tar_bytes), sha256=hashlib.sha256(tar_bytes).hexdigest())
