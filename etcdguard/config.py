@@ -212,6 +212,7 @@ class ServiceConfig(_Model):
     lease_ttl_seconds: int = Field(15, ge=2)
     emergency_local_store: Path | None = None
     log_format: Literal["text", "json"] = "text"
+    startup_timeout_seconds: float = Field(60.0, ge=0)
 
 
 class KitConfig(_Model):

@@ -3,6 +3,10 @@
 Signal handlers only set flags; the loop notices them. The loop keeps the leader election
 alive and marks liveness ("the loop ran recently", /healthz), which is separate from backup
 freshness (the checks and metrics). Jobs run on APScheduler's thread pool.
+
+Before anything runs, every file and setting the jobs will need is checked and the store must
+answer (see :mod:`etcdguard.service.preflight`); afterwards the store and etcd are probed every
+health interval, and /readyz and ``etcdguard_dependency_up`` say when either is down.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
@@ -31,6 +36,7 @@ from etcdguard.service import jobs
 from etcdguard.service.election import AlwaysLeader, EtcdLeaseElector, LeaderElector
 from etcdguard.service.http import Endpoints, HttpServer, loop_health
 from etcdguard.service.metrics import ServiceMetrics
+from etcdguard.service.preflight import validate_settings, wait_for_store
 from etcdguard.service.schedule import cron_trigger
 
 log = logging.getLogger("etcdguard.service")
@@ -43,12 +49,16 @@ def replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def validate(settings: Settings) -> None:
-    """Reject settings the service cannot run with (cron syntax, listen address)."""
-    svc = settings.service
-    cron_trigger(svc.snapshot_cron)
-    if svc.verify_cron:
-        cron_trigger(svc.verify_cron)
+@dataclass
+class Dependency:
+    """What the last probe of the store or etcd found (None: not probed yet)."""
+
+    up: bool | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form for /readyz."""
+        return {"up": self.up, "error": self.error}
 
 
 def make_elector(settings: Settings, replica: str) -> LeaderElector:
@@ -63,7 +73,7 @@ class Daemon:
 
     def __init__(self, settings: Settings, *, config_file: Path | None = None,
                  overrides: Mapping[str, Any] | None = None, replica: str | None = None) -> None:
-        validate(settings)
+        validate_settings(settings)
         self.config_file = config_file
         self.overrides = dict(overrides or {})
         self.replica = replica or replica_id()
@@ -74,6 +84,7 @@ class Daemon:
         self._reload_requested = False
         self._last_loop = time.monotonic()
         self._ready = False
+        self.dependencies = {"store": Dependency(), "etcd": Dependency()}
         self._scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 300})
         self._http = HttpServer(settings.service.listen, Endpoints(
@@ -97,8 +108,33 @@ class Daemon:
         return loop_health(self._last_loop, max_age)
 
     def _readyz(self) -> tuple[int, dict[str, Any]]:
-        ready = self._ready and not self._stop_requested
-        return (200 if ready else 503), {"ready": ready, "leader": self.runtime.elector.is_leader()}
+        """Ready while running, not stopping, and neither the store nor etcd was last seen down."""
+        deps = self.dependencies
+        ready = self._ready and not self._stop_requested and all(d.up is not False for d in deps.values())
+        return (200 if ready else 503), {"ready": ready, "leader": self.runtime.elector.is_leader(),
+                                         **{name: dep.as_dict() for name, dep in deps.items()}}
+
+    def _probe_dependencies(self) -> None:
+        """Probe the store (a check); read etcd's state from the health job's last probe (an endpoint
+        answered, or not); set /readyz and the metrics."""
+        store = self.dependencies["store"]
+        try:
+            self.runtime.catalog().store.check()
+            store.up, store.error = True, None
+        except EtcdGuardError as exc:
+            if store.up is not False:
+                log.error("the backup store is unusable: %s", exc)
+            store.up, store.error = False, str(exc)
+        job, probe = self.runtime.jobs.get("health"), self.runtime.health
+        etcd = self.dependencies["etcd"]
+        if job is not None and job.last_result == "failed":
+            etcd.up, etcd.error = False, job.last_error
+        elif probe is not None:
+            etcd.up = probe.discovered
+            etcd.error = None if probe.discovered else "; ".join(probe.errors) or "no endpoint answered"
+        for name, dep in self.dependencies.items():
+            if dep.up is not None:
+                self.runtime.service_metrics.dependency(name, dep.up)
 
     def _backups(self) -> tuple[int, Any]:
         try:
@@ -133,12 +169,14 @@ class Daemon:
         add(jobs.health_job, IntervalTrigger(seconds=svc.health_interval_seconds, timezone=timezone.utc),
             args=[rt], id="health", name="health", replace_existing=True,
             next_run_time=datetime.now(timezone.utc))
+        add(self._probe_dependencies, IntervalTrigger(seconds=svc.health_interval_seconds, timezone=timezone.utc),
+            id="dependencies", name="dependencies", replace_existing=True)
 
     def _reload(self) -> None:
         self._reload_requested = False
         try:
             settings = load_settings(self.config_file, self.overrides)
-            validate(settings)
+            validate_settings(settings)
         except EtcdGuardError as exc:
             self.runtime.service_metrics.config_reloads.labels(result="invalid").inc()
             log.error("config reload failed, keeping the running config: %s", exc)
@@ -156,18 +194,26 @@ class Daemon:
 
     # -- main loop -------------------------------------------------------------------------
     def run(self, install_signals: bool = True) -> int:
-        """Run until asked to stop; returns the process exit code (0 on a clean stop)."""
+        """Run until asked to stop; returns the process exit code (0 on a clean stop).
+
+        The HTTP endpoints serve from the start (not ready while the store is awaited); a
+        store that refuses, or stays unreachable for ``service.startup_timeout_seconds``,
+        raises ConfigError (exit 3).
+        """
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_stop)
             signal.signal(signal.SIGINT, self._on_stop)
             signal.signal(signal.SIGHUP, self._on_hup)
         self._http.start()
         log.info("etcdguard serve: replica %s, listening on http://%s", self.replica, self._http.address)
-        self._schedule()
-        self._scheduler.start()
-        self._ready = True
         next_election = 0.0
         try:
+            self._await_store()
+            if self._stop_requested:
+                return 0
+            self._schedule()
+            self._scheduler.start()
+            self._ready = True
             while not self._stop_requested:
                 now = time.monotonic()
                 self._last_loop = now
@@ -182,15 +228,31 @@ class Daemon:
             self._shutdown()
         return 0
 
+    def _await_store(self) -> None:
+        """The store must answer before any job is scheduled (retrying while it is unreachable)."""
+        store = self.dependencies["store"]
+
+        def waiting(error: str) -> None:
+            self._last_loop = time.monotonic()  # alive, only waiting
+            store.up, store.error = False, error
+            self.runtime.service_metrics.dependency("store", False)
+
+        settings = self.runtime.settings
+        wait_for_store(settings, settings.service.startup_timeout_seconds,
+                       stop=lambda: self._stop_requested, on_retry=waiting)
+        store.up, store.error = True, None
+        self.runtime.service_metrics.dependency("store", True)
+
     def _shutdown(self) -> None:
         log.info("stopping: no new jobs; cancelling work in flight")
         self._ready = False
         self.runtime.cancel.set()
-        stopper = threading.Thread(target=self._scheduler.shutdown, kwargs={"wait": True}, daemon=True)
-        stopper.start()
-        stopper.join(SHUTDOWN_GRACE_SECONDS)
-        if stopper.is_alive():
-            log.error("jobs did not stop within %.0fs; exiting anyway", SHUTDOWN_GRACE_SECONDS)
+        if self._scheduler.running:
+            stopper = threading.Thread(target=self._scheduler.shutdown, kwargs={"wait": True}, daemon=True)
+            stopper.start()
+            stopper.join(SHUTDOWN_GRACE_SECONDS)
+            if stopper.is_alive():
+                log.error("jobs did not stop within %.0fs; exiting anyway", SHUTDOWN_GRACE_SECONDS)
         self.runtime.elector.resign()
         self._http.stop()
         log.info("stopped")

@@ -12,7 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from etcdguard.backup.keys import GeneratedKeys, generate_keys
 from tests.integration.snapshot_fixtures import CLI
+from tests.support.seaweed import SeaweedS3
 
 OBSERVE_TIMEOUT = 120.0
 
@@ -94,3 +98,15 @@ def tree(path: Path) -> list[str]:
     if not path.exists():
         return []
     return sorted(p.relative_to(path).as_posix() + ("/" if p.is_dir() else "") for p in path.rglob("*"))
+
+
+def s3_env(seaweed: SeaweedS3) -> dict[str, str]:
+    """AWS credentials of the test SeaweedFS for a CLI run."""
+    return {"AWS_ACCESS_KEY_ID": seaweed.access_key, "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def module_keys(tmp_path_factory: pytest.TempPathFactory) -> GeneratedKeys:
+    """One set of keys for a module's tests."""
+    return generate_keys(tmp_path_factory.mktemp("keys") / "keys")

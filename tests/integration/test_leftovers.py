@@ -14,9 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from etcdguard.backup.keys import GeneratedKeys, generate_keys
+from etcdguard.backup.keys import GeneratedKeys
 from tests.integration.snapshot_fixtures import CLI, cli, fill_random, require_etcd, snapshot_args  # noqa: F401
-from tests.integration.stopping_helpers import Running, tree
+from tests.integration.stopping_helpers import (  # noqa: F401 - module_keys is a fixture
+    Running,
+    module_keys,
+    s3_env,
+    tree,
+)
 from tests.support.etcd_cluster import EtcdCluster, etcd_cluster
 from tests.support.seaweed import SeaweedS3
 
@@ -32,16 +37,6 @@ def etcd_40mb(tmp_path_factory: pytest.TempPathFactory):
         with cluster.client(0) as client:
             fill_random(client, 40)
         yield cluster
-
-
-@pytest.fixture(scope="module")
-def module_keys(tmp_path_factory: pytest.TempPathFactory) -> GeneratedKeys:
-    return generate_keys(tmp_path_factory.mktemp("leftover-keys") / "keys")
-
-
-def s3_env(seaweed: SeaweedS3) -> dict[str, str]:
-    return {"AWS_ACCESS_KEY_ID": seaweed.access_key, "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-            "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def partials(root: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from etcdguard.backup.keys import GeneratedKeys, generate_keys
+from etcdguard.backup.keys import GeneratedKeys
 from tests.integration.snapshot_fixtures import (
     CLI,
     cli,  # noqa: F401 - fixture
@@ -25,7 +25,13 @@ from tests.integration.snapshot_fixtures import (
     require_tool,
     snapshot_args,
 )
-from tests.integration.stopping_helpers import Running, assert_interrupted, tree
+from tests.integration.stopping_helpers import (  # noqa: F401 - module_keys is a fixture
+    Running,
+    assert_interrupted,
+    module_keys,
+    s3_env,
+    tree,
+)
 from tests.support.etcd_cluster import EtcdCluster, etcd_cluster
 from tests.support.seaweed import SeaweedS3
 
@@ -43,16 +49,6 @@ def big_etcd(tmp_path_factory: pytest.TempPathFactory):
         with cluster.client(0) as client:
             fill_random(client, DB_MEGABYTES)
         yield cluster
-
-
-@pytest.fixture(scope="module")
-def module_keys(tmp_path_factory: pytest.TempPathFactory) -> GeneratedKeys:
-    return generate_keys(tmp_path_factory.mktemp("stop-keys") / "keys")
-
-
-def s3_env(seaweed: SeaweedS3) -> dict[str, str]:
-    return {"AWS_ACCESS_KEY_ID": seaweed.access_key, "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-            "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def private_tmp(tmp_path: Path) -> Path:
