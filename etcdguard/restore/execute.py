@@ -77,7 +77,7 @@ class RestoreJob:
     @property
     def endpoint(self) -> str:
         """The restored member's client URL etcdguard talks to (loopback first)."""
-        urls = [*self.local.listen_client_urls, *self.member.client_urls]
+        urls = [*self.local.listen_client_urls, *self.member.client_urls, *self.local.client_urls]
         loop = [u for u in urls if "127.0.0.1" in u or "localhost" in u]
         return (loop or urls)[0]
 

@@ -106,7 +106,8 @@ def check_fence(targets: Iterable[FenceTarget], new_cluster_id: str, *, peer_tls
     """Probe every target: closed ports pass, the restored cluster's own members pass, the rest fail."""
     alive: list[str] = []
     restored: set[str] = set()  # members whose peer port is already the restored cluster's
-    ordered = sorted(targets, key=lambda t: t.kind != "peer")  # peers first: a restored member waiting
+    ordered = sorted(targets, key=lambda t: t.kind != "peer")
+    peer_members = {t.member for t in ordered if t.kind == "peer"}  # peers first: a restored member waiting
     for t in ordered:                                          # for quorum serves no client yet
         host, port = url_port(t.url)
         if not port_open(host, port):
@@ -114,8 +115,16 @@ def check_fence(targets: Iterable[FenceTarget], new_cluster_id: str, *, peer_tls
         if t.kind == "peer" and peer_cluster_id(t.url, peer_tls) == new_cluster_id:
             restored.add(t.member)
             continue
-        if t.kind == "client" and (t.member in restored
-                                   or client_cluster_id(t.url, client_tls) == new_cluster_id):
-            continue
+        if t.kind == "client":
+            if t.member in restored:
+                continue
+            answered = client_cluster_id(t.url, client_tls)
+            if answered == new_cluster_id:
+                continue
+            # A restored member waiting for quorum accepts connections but serves nothing yet; an
+            # old member answers Status. A silent port of no known member passes only when every
+            # old peer port checked is down or already the restored cluster's.
+            if answered is None and t.member not in peer_members and not alive:
+                continue
         alive.append(f"{t.what} {t.url}")
     return FenceResult(len(ordered), tuple(alive))

@@ -1,0 +1,172 @@
+"""`etcdguard restore` in the command run mode: a plan for three members, a survivor, --single-member."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from etcdguard.backup.keys import generate_keys
+from tests.integration.restore_command_nodes import CmdNode, make_nodes
+from tests.integration.restore_fixtures import Setup, cli_env, keys_with_prefix, wait_serving, write_config
+from tests.integration.snapshot_fixtures import CLI, require_etcd
+from tests.support.etcd_cluster import installation
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def nodes_dir(tmp_path: Path) -> Iterator[list[CmdNode]]:
+    made: list[CmdNode] = []
+    yield made
+    for n in made:
+        n.kill()
+
+
+def _setups(tmp_path: Path, nodes: list[CmdNode], endpoints: list[str], cluster: str) -> dict[str, Setup]:
+    keys = generate_keys(tmp_path / "keys")
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    out = {}
+    for n in nodes:
+        config = write_config(n.base / "etcdguard.yaml", store=str(tmp_path / "store"), seaweed=None, keys=keys,
+                              cluster=cluster, state_dir=n.base / "state", etcd={"endpoints": endpoints},
+                              restore=n.restore_config())
+        out[n.name] = Setup(config, keys, CLI(home, cli_env(None)), n.base / "state")
+    return out
+
+
+def _start(nodes: list[CmdNode]) -> None:
+    for n in nodes:
+        n.start()
+    for n in nodes:
+        wait_serving(n.client_url, None).close()
+
+
+def _popen(s: Setup, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCDGUARD_", "AWS_"))}
+    env.update({"HOME": str(s.cli.home), "COLUMNS": "200", **s.cli.extra_env})
+    exe = shutil.which("etcdguard")
+    base = [exe] if exe else [sys.executable, "-m", "etcdguard.cli.main"]
+    return subprocess.Popen([*base, "--config", str(s.config), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_three_members_fully_lost_restored_from_one_backup_with_a_plan_file(
+        tmp_path: Path, nodes_dir: list[CmdNode]) -> None:
+    require_etcd("3.5.16")
+    install = installation("3.5.16")
+    assert install is not None
+    nodes = make_nodes(tmp_path / "nodes", install, 3)
+    nodes_dir.extend(nodes)
+    _start(nodes)
+    setups = _setups(tmp_path, nodes, [n.client_url for n in nodes], "three")
+    with nodes[0].client() as c:
+        for i in range(20):
+            c.put(f"/registry/configmaps/default/cm{i}".encode(), b"v")
+    assert setups["m0"].run("snapshot").returncode == 0
+    with nodes[0].client() as c:
+        c.put(b"/registry/configmaps/default/after-backup", b"lost")
+    for n in nodes:  # everything is lost
+        n.kill()
+        shutil.rmtree(n.data_dir)
+
+    plan_path = tmp_path / "plan.json"
+    planned = setups["m0"].run("restore", "--plan-only", "--plan-file", str(plan_path), "--backup", "latest",
+                               "-o", "json")
+    assert planned.returncode == 0, planned.stderr
+    out = json.loads(planned.stdout)
+    plan = out["plan"]
+    assert [m["name"] for m in plan["members"]] == ["m0", "m1", "m2"]
+    assert out["recommendation"]["path"] == "c" and plan["bump_revision"] >= 1_000_000_000
+    assert [s["name"] for s in out["steps"]][:2] == ["fetch", "preflight"]
+    assert json.loads(plan_path.read_text())["signature"]  # signed: it binds token and initial cluster
+
+    procs = {n.name: _popen(setups[n.name], "restore", "--plan-file", str(plan_path), "--member", n.name, "--yes")
+             for n in nodes}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, (name, err)
+    for n in nodes:
+        with wait_serving(n.client_url, None) as c:
+            assert len(c.member_list()) == 3
+            assert f"{c.status().cluster_id:x}" == plan["new_cluster_id"]
+            assert len(keys_with_prefix(c, b"/registry/configmaps/default/cm")) == 20
+            assert c.get(b"/registry/configmaps/default/after-backup") is None
+            assert c.status().revision >= 1_000_000_000
+    # a plan for another cluster is refused before anything runs
+    other = _setups(tmp_path / "other", [nodes[0]], [nodes[0].client_url], "another")["m0"]
+    refused = other.run("restore", "--plan-file", str(plan_path), "--member", "m0", "--yes")
+    assert refused.returncode != 0 and "not 'another'" in refused.stderr
+
+
+def test_quorum_lost_with_a_newer_survivor_recovers_the_survivor(tmp_path: Path, nodes_dir: list[CmdNode]) -> None:
+    require_etcd("3.5.16")
+    install = installation("3.5.16")
+    assert install is not None
+    nodes = make_nodes(tmp_path / "nodes", install, 3)
+    nodes_dir.extend(nodes)
+    _start(nodes)
+    setups = _setups(tmp_path, nodes, [n.client_url for n in nodes], "surv")
+    with nodes[0].client() as c:
+        c.put(b"/registry/pods/default/in-backup", b"v")
+    assert setups["m0"].run("snapshot").returncode == 0
+    with nodes[0].client() as c:
+        for i in range(10):
+            c.put(f"/registry/pods/default/newer{i}".encode(), b"only on the members")
+    nodes[1].kill()
+    nodes[2].kill()
+
+    result = setups["m0"].run("restore", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "(b) recover from the surviving member's data" in result.stderr
+    assert "revisions newer than the newest" in result.stderr
+    with wait_serving(nodes[0].client_url, None) as c:
+        assert [m.name for m in c.member_list()] == ["m0"]
+        assert c.get(b"/registry/pods/default/in-backup") == b"v"
+        assert len(keys_with_prefix(c, b"/registry/pods/default/newer")) == 10
+        assert c.status().revision >= 1_000_000_000
+    assert list(nodes[0].base.glob("data.etcdguard-old-*"))
+    assert list((nodes[0].base / "state" / "emergency").rglob("manifest.json"))  # saved before any change
+
+
+def test_three_member_backup_restored_with_single_member_on_a_new_node(tmp_path: Path,
+                                                                        nodes_dir: list[CmdNode]) -> None:
+    require_etcd("3.4.23")
+    install = installation("3.4.23")
+    assert install is not None and install.etcdctl is not None
+    old = make_nodes(tmp_path / "old", install, 3)
+    nodes_dir.extend(old)
+    _start(old)
+    setups = _setups(tmp_path, old, [n.client_url for n in old], "grow")
+    with old[0].client() as c:
+        c.put(b"/registry/services/default/api", b"svc")
+    assert setups["m0"].run("snapshot").returncode == 0
+    for n in old:
+        n.kill()
+
+    new = make_nodes(tmp_path / "new", install, 1, prefix="new")[0]
+    nodes_dir.append(new)
+    s = _setups(tmp_path / "n", [new], [new.client_url], "grow")["new0"]
+    s.config.write_text(s.config.read_text().replace(str(tmp_path / "n" / "store"), str(tmp_path / "store")))
+    s = Setup(s.config, setups["m0"].keys, s.cli, s.state_dir)
+    s.config.write_text(s.config.read_text().replace(str(tmp_path / "n" / "keys"), str(tmp_path / "keys")))
+    tool = str(install.etcdctl)
+    refused = s.run("restore", "--single-member", "--yes", "--backup", "latest", "--etcdutl", tool)
+    assert refused.returncode == 10 and "cannot bump revisions" in refused.stderr, refused.stderr
+    assert not new.data_dir.exists()
+
+    result = s.run("restore", "--single-member", "--yes", "--backup", "latest", "--etcdutl", tool,
+                   "--no-bump-revision")
+    assert result.returncode == 0, result.stderr
+    assert "(d) restore this node as a one-member cluster" in result.stderr
+    with wait_serving(new.client_url, None) as c:
+        assert [m.name for m in c.member_list()] == ["new0"]
+        assert c.get(b"/registry/services/default/api") == b"svc"
+    assert "restart every controller" in result.stderr
