@@ -1,4 +1,4 @@
-"""`etcdguard member` against real etcd processes: replace, grow, guardrails, never-started, SIGKILL."""
+"""`etcdguard member` against real etcd processes: replace, grow, guardrails, never-started, kills."""
 
 from __future__ import annotations
 
@@ -57,11 +57,12 @@ def cluster35(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]
 
 
 def replace(cluster: EtcdCluster, workdir: Path, dead: str, new: str, *,
-            kill_when: Callable[[str], bool] | None = None, peer_url: str | None = None,
+            kill_when: Callable[[str], bool] | None = None, sig: int = signal.SIGKILL, peer_url: str | None = None,
             announce: str | None = None, data_dir: Path | None = None) -> tuple[int, str]:
     """Run `member replace` and start the new member from the env file it writes.
 
-    ``kill_when``: SIGKILL the command at the first stderr line matching, then run it again.
+    ``kill_when``: send ``sig`` (SIGKILL) to the command at the first stderr line matching, then run it
+    again (a SIGTERM must end the first run with exit 130 and its one ``interrupted`` line).
     ``announce``: start the new etcd with this (its real) peer URL instead (it then never joins);
     ``data_dir``: start it on this data dir.
     """
@@ -75,7 +76,7 @@ def replace(cluster: EtcdCluster, workdir: Path, dead: str, new: str, *,
         env_file.unlink(missing_ok=True)
         with etcdguard_background(*args) as run:
             if kill_when is not None and attempt == 1:
-                started = _start_until_killed(cluster, run, env_file, kill_when)
+                started = _start_until_killed(cluster, run, env_file, kill_when, sig)
                 continue
             if not started:
                 wait_for_file(env_file, run)
@@ -85,8 +86,9 @@ def replace(cluster: EtcdCluster, workdir: Path, dead: str, new: str, *,
     raise AssertionError("unreachable")
 
 
-def _start_until_killed(cluster: EtcdCluster, run: Running, env_file: Path, kill_when: Callable[[str], bool]) -> bool:
-    """Start the new member once its env file is out; SIGKILL etcdguard at the first matching line."""
+def _start_until_killed(cluster: EtcdCluster, run: Running, env_file: Path, kill_when: Callable[[str], bool],
+                        sig: int) -> bool:
+    """Start the new member once its env file is out; signal etcdguard at the first matching line."""
     started = False
     deadline = time.monotonic() + 120
     while not any(kill_when(line) for line in list(run.lines)):
@@ -95,8 +97,10 @@ def _start_until_killed(cluster: EtcdCluster, run: Running, env_file: Path, kill
             start_from_env_file(cluster, env_file)
             started = True
         time.sleep(0.02)
-    os.killpg(run.proc.pid, signal.SIGKILL)
-    run.proc.wait(30)
+    os.killpg(run.proc.pid, sig)
+    code = run.finish(60)
+    if sig == signal.SIGTERM:
+        assert code == 130 and "interrupted" in run.output, run.output[-3000:]
     return started
 
 
@@ -158,17 +162,18 @@ def test_a_replacement_that_never_starts_is_removed_and_the_next_attempt_works(
     assert_three_voters_with_all_data(cluster35, "n2")
 
 
-@pytest.mark.parametrize(("point", "kill_when"), [
-    ("after the remove", lambda line: "changed: removed member" in line),
-    ("after the add", lambda line: "changed: added learner" in line),
-    ("while waiting for catch-up", lambda line: "add-learner" in line and "ok" in line),
+@pytest.mark.parametrize(("point", "kill_when", "sig"), [
+    ("after the remove", lambda line: "changed: removed member" in line, signal.SIGKILL),
+    ("after the add", lambda line: "changed: added learner" in line, signal.SIGKILL),
+    ("while waiting for catch-up", lambda line: "add-learner" in line and "ok" in line, signal.SIGKILL),
+    ("SIGTERM while waiting for the start", lambda line: "waiting up to" in line, signal.SIGTERM),
 ])
 def test_replace_killed_then_run_again_finishes(cluster35: EtcdCluster, tmp_path: Path, point: str,
-                                                kill_when: Callable[[str], bool]) -> None:
+                                                kill_when: Callable[[str], bool], sig: int) -> None:
     dead = sorted(m.name for m in member_list(cluster35))[0]
     kill_member(cluster35, dead)
     new = f"k{abs(hash(point)) % 1000}"
-    code, output = replace(cluster35, tmp_path, dead, new, kill_when=kill_when)
+    code, output = replace(cluster35, tmp_path, dead, new, kill_when=kill_when, sig=sig)
     assert code == 0, output
     assert_three_voters_with_all_data(cluster35, new)
 
