@@ -353,6 +353,7 @@ def replace(
     verdict = outcome.verdict
     if verdict is not None:
         stdout.print(f"replaced {dead} with {name}: cluster {verdict.headline} - {verdict.reason}", markup=False)
+        stdout.print(f"client endpoints (voting members): {','.join(outcome.client_endpoints)}", markup=False)
 
 
 def register(root: typer.Typer) -> None:

@@ -23,6 +23,7 @@ from etcdguard.members.certs import check_member_certificates, require_good
 from etcdguard.members.guardrails import guard_add, guard_promote
 from etcdguard.members.newmember import (
     NewMemberSettings,
+    client_endpoints,
     find_member,
     member_with_peer_url,
     require_member,
@@ -88,7 +89,7 @@ class ReplaceOutcome:
     settings: NewMemberSettings | None = None
     new_member: MemberInfo | None = None
     verdict: QuorumVerdict | None = None
-    notes: list[str] = field(default_factory=list)
+    client_endpoints: list[str] = field(default_factory=list)
 
 
 def open_journal(directory: Path, request: ReplaceRequest) -> Journal:
@@ -293,10 +294,12 @@ class Replacement:
     def verify(self, ctx: StepContext) -> str:
         new = self._new(ctx)
         status = confirm_voter(self.port, new, self.reporter, self.waits)
-        verdict = assess_quorum(self.port.health().members)
+        health = self.port.health()
+        verdict = assess_quorum(health.members)
         if self.outcome is not None:
             self.outcome.new_member = new
             self.outcome.verdict = verdict
+            self.outcome.client_endpoints = client_endpoints(health.members)
         return (f"{label(new)} reports itself as a voting member (applied index {status.raft_applied_index}); "
                 f"cluster {verdict.headline}")
 

@@ -58,6 +58,8 @@ def test_replace_a_killed_container_member(docker_client: Any, tmp_path: Path) -
             code = run.finish()
         assert code == 0, run.output + cluster.logs("m3")
         assert "changed: removed member m2" in run.output and "HEALTHY" in run.output
+        final = [ln for ln in run.stdout.splitlines() if ln.startswith("client endpoints")][-1]
+        assert set(final.split(": ", 1)[1].split(",")) == {*survivors.split(","), new.client_url}
         _assert_healthy_three(cluster, survivors, new.client_url)
 
 
