@@ -22,9 +22,10 @@ from etcdguard.backup.download import download_backup
 from etcdguard.backup.pipeline import request_from_settings, take_backup
 from etcdguard.backup.streams import SnapshotReader
 from etcdguard.errors import AbortedError, EtcdGuardError, IntegrityError, TransientError
-from etcdguard.etcd.binaries import EtcdVersion
+from etcdguard.etcd.binaries import EtcdInstallation, EtcdVersion
 from etcdguard.etcd.client import MemberClient
 from etcdguard.etcd.datadir import wal_ids
+from etcdguard.etcd.local import LocalEtcd
 from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, restore, snapshot_status
 from etcdguard.restore.discovery import parse_initial_cluster, url_port
 from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
@@ -146,18 +147,39 @@ class RestoreJob:
             if port_open(host, port):
                 raise AbortedError(f"{src.survivor}'s etcd still listens on {host}:{port}: its db file cannot "
                                    "be copied while it runs")
-        tmp = dest.with_name(f".{dest.name}.partial")
-        shutil.copyfile(db, tmp)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, dest)
-        ctx.save(size=dest.stat().st_size, offline=True)
-        return f"copied {db} ({dest.stat().st_size:,} bytes) from the stopped member"
+        size = self._replay_offline(db.parent.parent.parent, dest)
+        ctx.save(size=size, offline=True)
+        return f"snapshot of the stopped member's data ({size:,} bytes, its WAL replayed in an isolated copy)"
+
+    def _replay_offline(self, data_dir: Path, dest: Path) -> int:
+        """A stopped member's db lacks what is only in its WAL: start a copy of its data dir alone on
+        loopback ports (``--force-new-cluster``, never the real dir) and snapshot that."""
+        copy = self.p.work / "survivor-copy"
+        shutil.rmtree(copy, ignore_errors=True)  # our own copy from an interrupted attempt
+        shutil.copytree(data_dir, copy / "data", symlinks=True)
+        if self.local.wal_dir is not None and self.local.wal_dir.is_dir():
+            shutil.rmtree(copy / "data" / "member" / "wal", ignore_errors=True)
+            shutil.copytree(self.local.wal_dir, copy / "data" / "member" / "wal")
+        etcd_bin = self.tool.path.parent / "etcd"
+        install = EtcdInstallation(self.tool.version, etcd_bin, None, None)
+        isolated = LocalEtcd(install, copy / "data", name=self.local.name, log_path=copy / "etcd.log",
+                             extra_args=["--force-new-cluster"])
+        try:
+            isolated.start(timeout=self.p.start_timeout, error=TransientError)
+            with MemberClient(isolated.endpoint, timeout=10) as client:
+                return self._stream_snapshot(client, dest)
+        finally:
+            isolated.stop()
+            shutil.rmtree(copy, ignore_errors=True)
 
     def _snapshot_member(self, endpoint: str, dest: Path) -> int:
+        with MemberClient(endpoint, tls=self.client_tls, timeout=10) as client:
+            return self._stream_snapshot(client, dest)
+
+    def _stream_snapshot(self, client: MemberClient, dest: Path) -> int:
         tmp = dest.with_name(f".{dest.name}.partial")
         try:
-            with MemberClient(endpoint, tls=self.client_tls, timeout=10) as client, \
-                    open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
                 reader = SnapshotReader(client.snapshot(), on_bytes=self.s.on_bytes)
                 shutil.copyfileobj(reader, out, 1 << 20)
                 out.flush()

@@ -176,7 +176,8 @@ class CommandRunMode(RunMode):
             return f"no {what} command"
         try:
             done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
-                                  env=child_env(env), timeout=self.timeout, stdin=subprocess.DEVNULL, check=False)
+                                  env=child_env(env), timeout=self.timeout, stdin=subprocess.DEVNULL, check=False,
+                                  start_new_session=True)  # a daemon it starts must outlive our terminal
         except subprocess.TimeoutExpired:
             raise RunModeError(f"{what} command did not finish within {self.timeout:g}s: {command}") from None
         if done.returncode != 0:
