@@ -7,12 +7,18 @@ import os
 import shlex
 import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from etcdguard.backup.keys import generate_keys
 from etcdguard.etcd.binaries import EtcdInstallation
 from etcdguard.etcd.client import MemberClient
+from tests.integration.restore_fixtures import Setup, cli_env, wait_serving, write_config
+from tests.integration.snapshot_fixtures import CLI
 from tests.support.kubeadm import free_low_ports
 
 
@@ -83,3 +89,31 @@ def make_nodes(base: Path, install: EtcdInstallation, count: int, prefix: str = 
         n.base.mkdir(parents=True, exist_ok=True)
         n.initial_cluster = cluster
     return nodes
+
+
+@pytest.fixture
+def cmd_nodes(tmp_path: Path) -> Iterator[list[CmdNode]]:
+    made: list[CmdNode] = []
+    yield made
+    for n in made:
+        n.kill()
+
+
+def node_setups(tmp_path: Path, nodes: list[CmdNode], endpoints: list[str], cluster: str) -> dict[str, Setup]:
+    keys = generate_keys(tmp_path / "keys")
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    out = {}
+    for n in nodes:
+        config = write_config(n.base / "etcdguard.yaml", store=str(tmp_path / "store"), seaweed=None, keys=keys,
+                              cluster=cluster, state_dir=n.base / "state", etcd={"endpoints": endpoints},
+                              restore=n.restore_config())
+        out[n.name] = Setup(config, keys, CLI(home, cli_env(None)), n.base / "state")
+    return out
+
+
+def start_all(nodes: list[CmdNode]) -> None:
+    for n in nodes:
+        n.start()
+    for n in nodes:
+        wait_serving(n.client_url, None).close()

@@ -13,10 +13,9 @@ import pexpect
 import pytest
 import yaml
 
-from tests.integration.restore_command_nodes import make_nodes
+from tests.integration.restore_command_nodes import CmdNode, cmd_nodes, make_nodes, node_setups, start_all  # noqa: F401
 from tests.integration.restore_fixtures import Setup, wait_serving
 from tests.integration.snapshot_fixtures import require_etcd
-from tests.integration.test_restore_members import _setups, _start, nodes_dir  # noqa: F401 - fixture
 from tests.support.etcd_cluster import installation
 from tests.support.require import missing
 
@@ -39,14 +38,14 @@ def _spawn(s: Setup, *args: str) -> pexpect.spawn:
                          timeout=180)
 
 
-def test_interactive_then_yes_and_preflight_refusals(tmp_path: Path, nodes_dir: list) -> None:  # noqa: F811
+def test_interactive_then_yes_and_preflight_refusals(tmp_path: Path, cmd_nodes: list[CmdNode]) -> None:
     require_etcd("3.5.16")
     install = installation("3.5.16")
     assert install is not None
     node = make_nodes(tmp_path / "nodes", install, 1)[0]
-    nodes_dir.append(node)
-    _start([node])
-    s = _setups(tmp_path, [node], [node.client_url], "solo")["m0"]
+    cmd_nodes.append(node)
+    start_all([node])
+    s = node_setups(tmp_path, [node], [node.client_url], "solo")["m0"]
     with node.client() as c:
         c.put(b"/registry/pods/default/in-backup", b"v")
     assert s.run("snapshot").returncode == 0

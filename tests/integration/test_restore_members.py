@@ -7,46 +7,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from etcdguard.backup.keys import generate_keys
-from tests.integration.restore_command_nodes import CmdNode, make_nodes
-from tests.integration.restore_fixtures import Setup, cli_env, keys_with_prefix, wait_serving, write_config
-from tests.integration.snapshot_fixtures import CLI, require_etcd
+from tests.integration.restore_command_nodes import CmdNode, cmd_nodes, make_nodes, node_setups, start_all  # noqa: F401
+from tests.integration.restore_fixtures import Setup, keys_with_prefix, wait_serving
+from tests.integration.snapshot_fixtures import require_etcd
 from tests.support.etcd_cluster import installation
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def nodes_dir(tmp_path: Path) -> Iterator[list[CmdNode]]:
-    made: list[CmdNode] = []
-    yield made
-    for n in made:
-        n.kill()
-
-
-def _setups(tmp_path: Path, nodes: list[CmdNode], endpoints: list[str], cluster: str) -> dict[str, Setup]:
-    keys = generate_keys(tmp_path / "keys")
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    out = {}
-    for n in nodes:
-        config = write_config(n.base / "etcdguard.yaml", store=str(tmp_path / "store"), seaweed=None, keys=keys,
-                              cluster=cluster, state_dir=n.base / "state", etcd={"endpoints": endpoints},
-                              restore=n.restore_config())
-        out[n.name] = Setup(config, keys, CLI(home, cli_env(None)), n.base / "state")
-    return out
-
-
-def _start(nodes: list[CmdNode]) -> None:
-    for n in nodes:
-        n.start()
-    for n in nodes:
-        wait_serving(n.client_url, None).close()
 
 
 def _popen(s: Setup, *args: str) -> subprocess.Popen[str]:
@@ -59,14 +29,14 @@ def _popen(s: Setup, *args: str) -> subprocess.Popen[str]:
 
 
 def test_three_members_fully_lost_restored_from_one_backup_with_a_plan_file(
-        tmp_path: Path, nodes_dir: list[CmdNode]) -> None:
+        tmp_path: Path, cmd_nodes: list[CmdNode]) -> None:
     require_etcd("3.5.16")
     install = installation("3.5.16")
     assert install is not None
     nodes = make_nodes(tmp_path / "nodes", install, 3)
-    nodes_dir.extend(nodes)
-    _start(nodes)
-    setups = _setups(tmp_path, nodes, [n.client_url for n in nodes], "three")
+    cmd_nodes.extend(nodes)
+    start_all(nodes)
+    setups = node_setups(tmp_path, nodes, [n.client_url for n in nodes], "three")
     with nodes[0].client() as c:
         for i in range(20):
             c.put(f"/registry/configmaps/default/cm{i}".encode(), b"v")
@@ -101,19 +71,19 @@ def test_three_members_fully_lost_restored_from_one_backup_with_a_plan_file(
             assert c.get(b"/registry/configmaps/default/after-backup") is None
             assert c.status().revision >= 1_000_000_000
     # a plan for another cluster is refused before anything runs
-    other = _setups(tmp_path / "other", [nodes[0]], [nodes[0].client_url], "another")["m0"]
+    other = node_setups(tmp_path / "other", [nodes[0]], [nodes[0].client_url], "another")["m0"]
     refused = other.run("restore", "--plan-file", str(plan_path), "--member", "m0", "--yes")
     assert refused.returncode != 0 and "not 'another'" in refused.stderr
 
 
-def test_quorum_lost_with_a_newer_survivor_recovers_the_survivor(tmp_path: Path, nodes_dir: list[CmdNode]) -> None:
+def test_quorum_lost_with_a_newer_survivor_recovers_the_survivor(tmp_path: Path, cmd_nodes: list[CmdNode]) -> None:
     require_etcd("3.5.16")
     install = installation("3.5.16")
     assert install is not None
     nodes = make_nodes(tmp_path / "nodes", install, 3)
-    nodes_dir.extend(nodes)
-    _start(nodes)
-    setups = _setups(tmp_path, nodes, [n.client_url for n in nodes], "surv")
+    cmd_nodes.extend(nodes)
+    start_all(nodes)
+    setups = node_setups(tmp_path, nodes, [n.client_url for n in nodes], "surv")
     with nodes[0].client() as c:
         c.put(b"/registry/pods/default/in-backup", b"v")
     assert setups["m0"].run("snapshot").returncode == 0
@@ -137,14 +107,14 @@ def test_quorum_lost_with_a_newer_survivor_recovers_the_survivor(tmp_path: Path,
 
 
 def test_three_member_backup_restored_with_single_member_on_a_new_node(tmp_path: Path,
-                                                                        nodes_dir: list[CmdNode]) -> None:
+                                                                        cmd_nodes: list[CmdNode]) -> None:
     require_etcd("3.4.23")
     install = installation("3.4.23")
     assert install is not None and install.etcdctl is not None
     old = make_nodes(tmp_path / "old", install, 3)
-    nodes_dir.extend(old)
-    _start(old)
-    setups = _setups(tmp_path, old, [n.client_url for n in old], "grow")
+    cmd_nodes.extend(old)
+    start_all(old)
+    setups = node_setups(tmp_path, old, [n.client_url for n in old], "grow")
     with old[0].client() as c:
         c.put(b"/registry/services/default/api", b"svc")
     assert setups["m0"].run("snapshot").returncode == 0
@@ -152,8 +122,8 @@ def test_three_member_backup_restored_with_single_member_on_a_new_node(tmp_path:
         n.kill()
 
     new = make_nodes(tmp_path / "new", install, 1, prefix="new")[0]
-    nodes_dir.append(new)
-    s = _setups(tmp_path / "n", [new], [new.client_url], "grow")["new0"]
+    cmd_nodes.append(new)
+    s = node_setups(tmp_path / "n", [new], [new.client_url], "grow")["new0"]
     s.config.write_text(s.config.read_text().replace(str(tmp_path / "n" / "store"), str(tmp_path / "store")))
     s = Setup(s.config, setups["m0"].keys, s.cli, s.state_dir)
     s.config.write_text(s.config.read_text().replace(str(tmp_path / "n" / "keys"), str(tmp_path / "keys")))
