@@ -18,6 +18,7 @@ from tests.support.helm_chart import (  # noqa: F401  (fixtures)
     ENDPOINTS,
     FULLNAME,
     KUBE_VERSION,
+    KUBE_VERSIONS,
     REQUIRED,
     SERVE_FULL,
     VALUE_SETS,
@@ -54,7 +55,8 @@ def test_every_manifest_validates(chart: Any, kv: Any, name: str) -> None:
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == "etcdguard"
         assert doc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-        validate_manifest(kv, doc)
+        for version in KUBE_VERSIONS:
+            validate_manifest(kv, doc, version)
     kinds = sorted(d["kind"] for d in docs)
     if values.get("mode") == "serve":
         assert "Deployment" in kinds and "Service" in kinds
@@ -250,6 +252,7 @@ def test_image_reference_from_registry_repository_tag_digest(chart: Any) -> None
 
 def test_chart_metadata() -> None:
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert meta["kubeVersion"] == f">={KUBE_VERSIONS[0]}-0", "the oldest version the manifests are validated for"
     assert meta["home"].startswith("https://") and meta["sources"] and meta["icon"].startswith("https://")
     assert meta["maintainers"] and all(m["name"] for m in meta["maintainers"])
     assert meta["icon"].endswith("docs/icon.svg") and (CHART.parents[1] / "docs" / "icon.svg").exists()
