@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helm_chart import CERT_DIR, UNIT, parse_cli
+from tests.support.helm_chart import CERT_DIR, UNIT, cli_has, parse_cli
+
+KIT_SERVICE = UNIT.with_name("etcdguard-kit.service")
+KIT_TIMER = UNIT.with_name("etcdguard-kit.timer")
 
 
-def _unit() -> list[tuple[str, str, str]]:
+def _unit(path: Path = UNIT) -> list[tuple[str, str, str]]:
     """(section, key, value) in file order; keys may repeat, as systemd allows."""
     section = ""
     out: list[tuple[str, str, str]] = []
-    for raw in UNIT.read_text().splitlines():
+    for raw in path.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -28,8 +31,8 @@ def _unit() -> list[tuple[str, str, str]]:
     return out
 
 
-def _unit_values(key: str, section: str = "Service") -> list[str]:
-    return [v for s, k, v in _unit() if s == section and k == key]
+def _unit_values(key: str, section: str = "Service", path: Path = UNIT) -> list[str]:
+    return [v for s, k, v in _unit(path) if s == section and k == key]
 
 
 def test_systemd_unit_runs_and_reloads_the_service() -> None:
@@ -72,7 +75,8 @@ def test_systemd_unit_is_hardened() -> None:
     assert not any("identity" in c for c in creds), "the age identity does not belong on the node"
 
 
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", [UNIT, KIT_SERVICE, KIT_TIMER], ids=lambda p: p.name)
+def test_systemd_analyze_verify(tmp_path: Path, path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze not installed")
@@ -80,11 +84,30 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     if exe is None:
         pytest.skip("etcdguard is not on PATH")
     # verify insists that ExecStart exists: point it at this machine's etcdguard.
-    unit = tmp_path / "etcdguard.service"
-    unit.write_text(UNIT.read_text().replace("/opt/etcdguard/bin/etcdguard", exe))
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                            check=False, cwd=tmp_path)
-    about_unit = [ln for ln in (result.stdout + result.stderr).splitlines() if "etcdguard.service" in ln]
+    for unit in (UNIT, KIT_SERVICE, KIT_TIMER):
+        (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/etcdguard/bin/etcdguard", exe))
+    result = subprocess.run([analyze, "verify", str(tmp_path / path.name)], capture_output=True, text=True,
+                            timeout=60, check=False, cwd=tmp_path)
+    about_unit = [ln for ln in (result.stdout + result.stderr).splitlines() if path.name in ln]
     assert result.returncode == 0 and not about_unit, result.stdout + result.stderr
 
 
+def test_kit_unit_saves_the_kit_as_root_read_only() -> None:
+    """The kit reads kubeadm's root-only CA keys: root, but with no capabilities, a read-only
+    file system and no way to gain privileges; run hourly by its timer."""
+    (start,) = _unit_values("ExecStart", path=KIT_SERVICE)
+    argv = shlex.split(start)
+    assert Path(argv[0]).name == "etcdguard"
+    assert argv[1:] == ["--config", "/etc/etcdguard/etcdguard.yaml", "kit", "save", "--pki-dir",
+                        "/etc/kubernetes/pki", "--manifests-dir", "/etc/kubernetes/manifests"]
+    if cli_has("kit"):
+        assert parse_cli(argv[1:]).command.name == "save"
+    expected = {"Type": "oneshot", "User": "root", "ProtectSystem": "strict", "NoNewPrivileges": "yes",
+                "CapabilityBoundingSet": "", "PrivateTmp": "yes", "KillSignal": "SIGTERM"}
+    for key, value in expected.items():
+        assert _unit_values(key, path=KIT_SERVICE) == [value], key
+    assert not _unit_values("ReadWritePaths", path=KIT_SERVICE)
+    assert _unit_values("OnCalendar", "Timer", KIT_TIMER) == ["hourly"]
+    assert _unit_values("Persistent", "Timer", KIT_TIMER) == ["yes"] or \
+        _unit_values("Persistent", "Timer", KIT_TIMER) == ["true"]
+    assert _unit_values("WantedBy", "Install", KIT_TIMER) == ["timers.target"]
