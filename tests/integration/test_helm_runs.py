@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.fake_kubelet import FakeKubelet
+from tests.support.fake_kubelet import IMAGE_ETCD_DIRS, FakeKubelet
 from tests.support.helm_chart import (  # noqa: F401  (fixtures)
     FULLNAME,
     KEYS_SECRET,
@@ -54,55 +54,65 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+class ControlPlane:
+    """A kubeadm-shaped control-plane node (PKI, manifests, encryption config) whose etcd runs
+    from its static pod manifest."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.endpoints = [node.etcd_endpoint]
+
+    def client(self) -> Any:
+        from etcdguard.etcd.client import MemberClient, TLSFiles
+
+        cacert, cert, key = self.node.etcd_client_tls
+        return MemberClient(self.node.etcd_endpoint, tls=TLSFiles(cacert=cacert, cert=cert, key=key))
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A one-member etcd over TLS (client certificates), with some Kubernetes-shaped data."""
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A kubeadm node's etcd over TLS (client certificates), with some Kubernetes-shaped data."""
     try:
-        from tests.support.etcd_cluster import etcd_cluster, installations
-        from tests.support.tls import make_tls_bundle
+        from tests.support.etcd_cluster import installation
+        from tests.support.kubeadm import free_low_ports, make_kubeadm_node, running_etcd
     except ImportError as exc:
         missing(f"test support unavailable: {exc}")
-    if not installations():
-        missing("no etcd binaries installed (scripts/install-test-deps.sh)")
+    install = installation("3.5.16")
+    if install is None:
+        missing("etcd 3.5.16 is not installed (scripts/install-test-deps.sh)")
     if shutil.which("tini") is None:
         missing("tini is not installed (apt-get install tini)")
-    base = tmp_path_factory.mktemp("etcd")
-    tls = make_tls_bundle(base / "tls")
-    with etcd_cluster(base / "etcd", tls=tls, extra_args=["--quota-backend-bytes", str(2**30)]) as running:
-        with running.client() as c:
+    base = tmp_path_factory.mktemp("control-plane")
+    client_port, peer_port, metrics_port, api_port = free_low_ports(4)
+    node = make_kubeadm_node(base / "cp1", client_port=client_port, peer_port=peer_port, metrics_port=metrics_port,
+                             apiserver_port=api_port, etcd_command=[str(install.etcd)])
+    with running_etcd(node, base / "etcd.log"):
+        plane = ControlPlane(node)
+        with plane.client() as c:
             for i in range(50):
                 c.put(f"/registry/configmaps/default/cm-{i}".encode(), b"x" * 100)
-        yield running
+        yield plane
 
 
-def _control_plane_host(root: Path, cluster: Any) -> Path:
-    """A kubeadm-shaped /etc/kubernetes of this test's cluster: pki/ (etcd client files, a CA)
-    and manifests/; returns the pki dir."""
-    tls = cluster.tls
-    pki = root / "etc-kubernetes" / "pki"
-    (pki / "etcd").mkdir(parents=True)
-    shutil.copy(tls.ca, pki / "etcd" / "ca.crt")
-    shutil.copy(tls.client_cert, pki / "etcd" / "healthcheck-client.crt")
-    shutil.copy(tls.client_key, pki / "etcd" / "healthcheck-client.key")
-    (pki / "etcd" / "ca.key").write_text("the etcd CA key: must never reach the snapshot step\n")
-    shutil.copy(tls.ca, pki / "ca.crt")
-    (root / "etc-kubernetes" / "manifests").mkdir()
-    (root / "etc-kubernetes" / "manifests" / "etcd.yaml").write_text(
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: etcd, namespace: kube-system}\n")
-    return pki
+def _kit_values(cluster: ControlPlane) -> dict[str, Any]:
+    """The node's paths, hostPath == mountPath as on a kubeadm node (under the test's root)."""
+    node = cluster.node
+    return {
+        "etcdCerts": {"hostPath": str(node.etcd_pki_dir), "mountPath": str(node.etcd_pki_dir)},
+        "kit": {"enabled": cli_has("kit"), "pkiDir": str(node.pki_dir), "manifestsDir": str(node.manifests_dir),
+                "extraHostPaths": [str(node.encryption_config.parent)]},
+    }
 
 
-def _values(cluster: Any, seaweed: SeaweedS3, bucket: str, pki: Path, **extra: Any) -> dict[str, Any]:
+def _values(cluster: ControlPlane, seaweed: SeaweedS3, bucket: str) -> dict[str, Any]:
     return {
         "config": {"etcd": {"endpoints": cluster.endpoints},
                    "store": {"type": "s3", "bucket": bucket, "prefix": "etcd", "endpoint_url": seaweed.endpoint_url,
                              "max_concurrency": 1},
                    "backup": {"cluster_name": "kubeadm"}},
-        "etcdCerts": {"hostPath": str(pki / "etcd")},
-        "kit": {"enabled": cli_has("kit"), "pkiDir": str(pki), "manifestsDir": str(pki.parent / "manifests")},
+        **_kit_values(cluster),
         "s3": {"existingSecret": "s3-write", "pruneSecret": "s3-delete", "verifySecret": "s3-verify"},
         "verification": {"enabled": True, "identitySecret": {"name": "etcdguard-identity"}, "dbSizeMiB": 64},
-        **extra,
     }
 
 
@@ -115,32 +125,38 @@ def _secrets(keys: Path, seaweed: SeaweedS3) -> dict[str, dict[str, str]]:
     }
 
 
-def _listing(seaweed: SeaweedS3, bucket: str, keys: Path) -> list[dict[str, Any]]:
+def _user_env(seaweed: SeaweedS3) -> dict[str, str]:
+    """An operator's environment: the store's credentials, the image's etcd for the sandbox."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCDGUARD_", "AWS_"))}
     env.update(AWS_ACCESS_KEY_ID=seaweed.access_key, AWS_SECRET_ACCESS_KEY=seaweed.secret_key)
-    out = subprocess.run([*etcdguard_cmd(), "backups", "list", "--store", f"s3://{bucket}/etcd",
+    etcd_dirs = [d for d in IMAGE_ETCD_DIRS if (d / "etcd").exists()]
+    if etcd_dirs:
+        env["ETCDGUARD_ETCD_PATH"] = str(etcd_dirs[0])
+    return env
+
+
+def _listing(seaweed: SeaweedS3, bucket: str, keys: Path, *command: str) -> list[dict[str, Any]]:
+    """``etcdguard <command> -o json`` (default: backups list) on the test's store."""
+    out = subprocess.run([*etcdguard_cmd(), *(command or ("backups", "list")), "--store", f"s3://{bucket}/etcd",
                           "--s3-endpoint-url", seaweed.endpoint_url, "--cluster-name", "kubeadm",
                           "--signing-pub", str(keys / "signing.pub"), "-o", "json"],
-                         capture_output=True, text=True, timeout=60, check=True, env=env)
+                         capture_output=True, text=True, timeout=60, check=True, env=_user_env(seaweed))
     return list(json.loads(out.stdout))
 
 
-def test_rendered_cronjobs_back_up_verify_and_prune(chart: Any, cluster: Any, seaweed: SeaweedS3, keys: Path,
+def test_rendered_cronjobs_back_up_verify_and_prune(chart: Any, cluster: ControlPlane, seaweed: SeaweedS3, keys: Path,
                                                     tmp_path: Path) -> None:
     """The snapshot CronJob's steps (snapshot, kit save when the CLI has it, prune), twice, then the
     verification CronJob and NOTES.txt's verify command: every step exits 0 with only the mounts
     and variables the chart gives it, and both backups end up verified."""
     bucket = seaweed.create_bucket("helm-run")
-    pki = _control_plane_host(tmp_path / "host", cluster)
-    docs = render(chart, _values(cluster, seaweed, bucket, pki))
+    docs = render(chart, _values(cluster, seaweed, bucket))
     kubelet = FakeKubelet(tmp_path / "pods", docs, _secrets(keys, seaweed))
     backup_pod = pod_spec(one(docs, "CronJob", FULLNAME))
     for run in range(2):
         for container in steps(backup_pod):  # one after the other, as init containers run
             result = kubelet.run(f"backup-{run}", backup_pod, container, cwd=tmp_path)
             assert result.returncode == 0, (container["name"], result.stdout, result.stderr)
-            # Only the snapshot step has the etcd CA directory's files, and never the CA key.
-            assert "ca.key" not in result.stdout + result.stderr
     verify_pod = pod_spec(one(docs, "CronJob", f"{FULLNAME}-verify"))
     (verify,) = verify_pod["containers"]
     result = kubelet.run("verify", verify_pod, verify, cwd=tmp_path)
@@ -155,21 +171,23 @@ def test_rendered_cronjobs_back_up_verify_and_prune(chart: Any, cluster: Any, se
     assert newest["verification"] == "verified" and older["verification"] != "verified"
 
     # NOTES.txt's verify command (as shown when verification is off), where the identity lives.
-    off = notes(chart, {**_values(cluster, seaweed, bucket, pki), "verification": {"enabled": False}})
+    off = notes(chart, {**_values(cluster, seaweed, bucket), "verification": {"enabled": False}})
     (argv,) = [a for a in notes_commands(off, "etcdguard") if a[0] == "verify"]
     argv = [a.replace("keys/", f"{keys}/") for a in argv]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCDGUARD_", "AWS_"))}
-    env.update(AWS_ACCESS_KEY_ID=seaweed.access_key, AWS_SECRET_ACCESS_KEY=seaweed.secret_key)
-    etcd_dirs = [d for d in (Path("/opt/etcdguard-test/etcd-trixie/usr/bin"),) if (d / "etcd").exists()]
-    if etcd_dirs:
-        env["ETCDGUARD_ETCD_PATH"] = str(etcd_dirs[0])
     result = subprocess.run([*etcdguard_cmd(), *argv], capture_output=True, text=True, timeout=240, check=False,
-                            env=env, cwd=tmp_path)
+                            env=_user_env(seaweed), cwd=tmp_path)
     assert result.returncode == 0, (off, result.stdout, result.stderr)
     assert all(e["verification"] == "verified" for e in _listing(seaweed, bucket, keys))
 
+    if cli_has("kit"):
+        # The kit step saved one kit (the second run found nothing changed), signed and trusted.
+        kits = _listing(seaweed, bucket, keys, "kit", "list")
+        assert [k["trusted"] for k in kits] == [True], kits
+        paths = {f["path"] for f in kits[0]["manifest"]["files"]}
+        assert {"ca.key", "etcd/ca.key", "sa.key"} <= {p.split("pki/", 1)[-1] for p in paths}, paths
 
-def test_sigterm_mid_upload_through_tini_leaves_nothing_behind(chart: Any, cluster: Any, seaweed: SeaweedS3,
+
+def test_sigterm_mid_upload_through_tini_leaves_nothing_behind(chart: Any, cluster: ControlPlane, seaweed: SeaweedS3,
                                                                keys: Path, tmp_path: Path) -> None:
     """The kubelet's SIGTERM (deadline, drain, Job deletion) reaches tini, PID 1 of the pod, which
     forwards it to etcdguard: the upload in flight is aborted, nothing partial stays in the store or
@@ -181,8 +199,7 @@ def test_sigterm_mid_upload_through_tini_leaves_nothing_behind(chart: Any, clust
     with cluster.client() as client:
         fill_random(client, 64)
     bucket = seaweed.create_bucket("helm-sigterm")
-    pki = _control_plane_host(tmp_path / "host", cluster)
-    docs = render(chart, _values(cluster, seaweed, bucket, pki))
+    docs = render(chart, _values(cluster, seaweed, bucket))
     pod = pod_spec(one(docs, "CronJob", FULLNAME))
     grace = pod["terminationGracePeriodSeconds"]
     snapshot = steps(pod)[0]
@@ -237,15 +254,13 @@ def _get(url: str) -> int:
         return exc.code
 
 
-def test_serve_container_answers_its_probes(chart: Any, cluster: Any, keys: Path, tmp_path: Path) -> None:
+def test_serve_container_answers_its_probes(chart: Any, cluster: ControlPlane, keys: Path, tmp_path: Path) -> None:
     """The Deployment's container, as rendered, serves the probe paths on the probe port, passes
     the image's HEALTHCHECK command, and exits 0 on SIGTERM (through tini)."""
     port = _free_port()
-    pki = _control_plane_host(tmp_path / "host", cluster)
     values = {
         "mode": "serve", "serve": {"port": port, "listen": f"127.0.0.1:{port}"},
-        "etcdCerts": {"hostPath": str(pki / "etcd")},
-        "kit": {"enabled": False},
+        **_kit_values(cluster),
         "hostStore": {"enabled": True, "path": str(tmp_path / "backups")},
         "config": {"etcd": {"endpoints": cluster.endpoints}, "service": {"snapshot_cron": "0 0 1 1 *"}},
     }

@@ -66,7 +66,7 @@ def test_every_alert_links_its_runbook(chart: Any) -> None:
             assert anchor == alert.lower() and anchor in anchors, f"docs/runbooks.md has no section {alert}"
             assert rule["annotations"]["summary"], alert
             seen.add(alert)
-    assert len(seen) >= 24
+    assert len(seen) >= 26
     custom = alerts(render(chart, merged(values_for("serve-full"),
                                          {"prometheusRule": {"runbookBaseUrl": "https://wiki.example/etcd"}})))
     assert custom["EtcdQuorumLost"]["annotations"]["runbook_url"] == "https://wiki.example/etcd#etcdquorumlost"
@@ -75,7 +75,7 @@ def test_every_alert_links_its_runbook(chart: Any) -> None:
 def test_thresholds_groups_and_labels_come_from_values(chart: Any) -> None:
     values = merged(values_for("serve-full"), {"prometheusRule": {
         "thresholds": {"backupMaxAgeHours": 2, "verificationMaxAgeHours": 30, "absentFor": "5m",
-                       "dbQuotaWarningPercent": 70, "raftLagEntries": 50},
+                       "dbQuotaWarningPercent": 70, "raftLagEntries": 50, "certWarningDays": 14},
         "groups": {"backups": {"name": "my-backups", "interval": "1m"}},
         "alertLabels": {"team": "platform"}, "disabled": ["EtcdEvenVotingMembers"]}})
     rule = one(render(chart, values), "PrometheusRule")
@@ -87,6 +87,7 @@ def test_thresholds_groups_and_labels_come_from_values(chart: Any) -> None:
     assert rules["EtcdguardServiceAbsent"]["for"] == "5m"
     assert rules["EtcdDatabaseNearQuota"]["expr"].endswith("> 0.70")
     assert rules["EtcdMemberLagging"]["expr"].endswith("> 50")
+    assert rules["EtcdCertificateExpiringSoon"]["expr"].endswith("< 14")
     assert "EtcdEvenVotingMembers" not in rules
     assert all(r["labels"]["team"] == "platform" and r["labels"]["severity"] for r in rules.values())
     extra = {"name": "mine", "rules": [{"alert": "Mine", "expr": "vector(1)"}]}

@@ -218,8 +218,14 @@ def test_configmap_is_a_valid_etcdguard_config(chart: Any, tmp_path: Path, name:
         assert settings.store is not None and settings.store.type == "local" and is_mounted(settings.store.path)
     if values.get("mode") == "serve":
         assert settings.service.verify_after_snapshot is False, "verification has its own CronJob"
+        # The service saves the kit from the directories the pod mounts read-only.
+        kit = values.get("kit", {}).get("enabled", True)
+        assert settings.kit.enabled is kit
+        assert not kit or (is_mounted(settings.kit.pki_dir) and is_mounted(settings.kit.manifests_dir))
         if values["serve"].get("emergencyStore", {}).get("enabled"):
             assert is_mounted(settings.service.emergency_local_store)
+    else:
+        assert settings.kit.enabled is False, "the CronJob's kit step saves the kit, not the snapshot step"
 
 
 def test_user_config_wins_over_chart_defaults(chart: Any, tmp_path: Path) -> None:

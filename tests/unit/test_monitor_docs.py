@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
 
+from etcdguard.monitor.certs import CertExpiry
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.service.metrics import ServiceMetrics
 from tests.unit.test_monitor_fakes import cluster, healthy3, mem
@@ -19,6 +21,8 @@ def exposed_names() -> set[str]:
     m.update_from_cluster(cluster(*healthy3().members, mem("l1", learner=True, alarms=("NOSPACE",))))
     m.record_backup(True, 1.0, plain_size_bytes=1, stored_size_bytes=1)
     m.record_verification(True)
+    m.set_certificates([CertExpiry("/etc/kubernetes/pki/ca.crt", "pki", "kubernetes",
+                                   datetime.now(timezone.utc) + timedelta(days=90), is_ca=True)])
     ServiceMetrics(m.registry).heartbeat(leader=True)
     return {s.name for family in m.registry.collect() for s in family.samples}
 

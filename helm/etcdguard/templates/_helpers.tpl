@@ -109,8 +109,10 @@ the environment (each step mounts only the keys it needs).
 {{- end }}
 {{- $_ := set $base "verify" (dict "sandbox" "process") }}
 {{- if eq .Values.mode "serve" }}
-{{- /* Verification runs in its own CronJob, never in the control-plane pod. */}}
+{{- /* Verification runs in its own CronJob, never in the control-plane pod. The service saves
+       the kit after its snapshots (the CronJob has a kit step of its own). */}}
 {{- $_ = set $base "service" (dict "verify_after_snapshot" false) }}
+{{- $_ = set $base "kit" (dict "enabled" .Values.kit.enabled "pki_dir" .Values.kit.pkiDir "manifests_dir" .Values.kit.manifestsDir) }}
 {{- end }}
 {{- $cfg := mustMergeOverwrite $base (deepCopy (default (dict) .Values.config)) }}
 {{- if .Values.hostStore.enabled }}

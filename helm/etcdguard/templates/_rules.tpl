@@ -68,6 +68,17 @@ etcd:
     labels: {severity: warning}
     annotations:
       summary: {{`etcd learner {{ $labels.member }} has not been promoted for an hour`}}
+  - alert: EtcdCertificateExpiryCritical
+    expr: min by (path, subject) (etcdguard_certificate_expiry_days) < {{ $t.certCriticalDays }}
+    labels: {severity: critical}
+    annotations:
+      summary: {{`certificate {{ $labels.subject }} ({{ $labels.path }}) lapses in {{ $value | humanize }} days`}}
+  - alert: EtcdCertificateExpiringSoon
+    expr: min by (path, subject) (etcdguard_certificate_expiry_days) < {{ $t.certWarningDays }}
+    for: 1h
+    labels: {severity: warning}
+    annotations:
+      summary: {{`certificate {{ $labels.subject }} ({{ $labels.path }}) lapses in {{ $value | humanize }} days`}}
   - alert: EtcdguardProbeStale
     expr: time() - max(etcdguard_cluster_last_probe_timestamp_seconds) > {{ int $t.probeStaleSeconds }}
     labels: {severity: warning}
