@@ -281,3 +281,11 @@ def test_names_fit_kubernetes_limits(chart: Any) -> None:
         if doc["kind"] == "CronJob":
             assert len(doc["metadata"]["name"]) <= 52, doc["metadata"]["name"]
     assert FULLNAME == "eg-etcdguard"
+
+
+def test_kubernetes_definitions_are_current() -> None:
+    """The Kubernetes types the schema references are the ones kubernetes-validate knows (run
+    `python3 -m tests.support.chart_schema` after referencing another type)."""
+    from tests.support.chart_schema import kubernetes_definitions, referenced_roots
+
+    assert SCHEMA["definitions"] == kubernetes_definitions(referenced_roots(SCHEMA))
