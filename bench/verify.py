@@ -46,12 +46,12 @@ from etcdguard.backup.keys import (  # noqa: E402
 from etcdguard.backup.pipeline import BackupRequest, take_backup  # noqa: E402
 from etcdguard.config import EtcdConfig, VerifyConfig  # noqa: E402
 from etcdguard.etcd.client import MemberClient  # noqa: E402
+from etcdguard.etcd.local import wait_until_serving  # noqa: E402
+from etcdguard.etcd.tools import RestoreSpec, free_port, restore  # noqa: E402
 from etcdguard.sample_data import items  # noqa: E402
 from etcdguard.storage import LocalStore  # noqa: E402
 from etcdguard.verify import Verifier, VerifyOptions, sandbox_factory  # noqa: E402
 from etcdguard.verify.hosttools import pick_host_etcd  # noqa: E402
-from etcdguard.verify.process import free_port  # noqa: E402
-from etcdguard.verify.sandbox import restore_command, wait_until_serving  # noqa: E402
 from tests.support.etcd_cluster import TEST_ETCD_DIRS, etcd_cluster  # noqa: E402
 
 MB = 1_000_000
@@ -81,7 +81,6 @@ def baseline(store: LocalStore, object_key: str, identity: Path, host_dir: list[
              work: Path) -> float:
     """Copy + age -d | zstd -d + etcdutl snapshot restore + etcd start until serving."""
     host = pick_host_etcd(version, host_dir)
-    tool, use_etcdutl = host.snapshot_tool
     tmp = Path(tempfile.mkdtemp(prefix="bench-baseline-", dir=work))
     proc: subprocess.Popen[bytes] | None = None
     began = time.monotonic()
@@ -97,8 +96,8 @@ def baseline(store: LocalStore, object_key: str, identity: Path, host_dir: list[
             if age.wait() != 0:
                 raise RuntimeError("age -d failed")
         peer, client = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-        subprocess.run(restore_command(str(tool), str(snap), str(tmp / "data"), peer, use_etcdutl),
-                       check=True, capture_output=True, env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+        restore(host.tool, RestoreSpec(snap, tmp / "data", "etcdguard-sandbox", {"etcdguard-sandbox": [peer]},
+                                       "etcdguard-verify"))
         log = (tmp / "etcd.log").open("wb")
         command = [str(host.install.etcd), "--name", "etcdguard-sandbox", "--data-dir", str(tmp / "data"),
                    "--listen-client-urls", client, "--advertise-client-urls", client,

@@ -1,4 +1,4 @@
-"""The snapshot pipeline: a sequence of typed steps with saved status.
+"""The snapshot pipeline: named steps recorded in a journal (:mod:`etcdguard.steps`).
 
 preflight -> select source -> hashkv -> count keys -> stream (etcd -> zstd -> age -> store)
 -> manifest (signed, written last). If the source member fails mid-stream, the upload is
@@ -17,9 +17,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from enum import Enum
+from pathlib import Path
 from typing import BinaryIO, cast
 
 import pyrage
@@ -53,6 +53,7 @@ from etcdguard.errors import (
     TransientError,
 )
 from etcdguard.etcd.connect import SourceCandidate, client_for, local_source, snapshot_sources
+from etcdguard.steps import Journal, StepRecord, StepRunner, StepState, default_journal_dir, prune_journals
 from etcdguard.storage.base import BlobStore, BlobWriter
 
 log = logging.getLogger(__name__)
@@ -61,57 +62,13 @@ PIPE_BLOCK = 1 << 20   # plaintext handed from the etcd thread to the encoder th
 PIPE_BYTES = 4 << 20   # at most this much plaintext queued between them
 SOURCE_ROUNDS = 2
 RETRY_ROUND_DELAY = 2.0
-
-
-class StepState(str, Enum):
-    """Where one step is."""
-
-    pending = "pending"
-    running = "running"
-    done = "done"
-    failed = "failed"
-
-
-@dataclass
-class StepStatus:
-    """Saved status of one pipeline step."""
-
-    name: str
-    state: StepState = StepState.pending
-    started_at: float | None = None
-    finished_at: float | None = None
-    detail: str = ""
-
-    @property
-    def seconds(self) -> float:
-        """Duration so far."""
-        if self.started_at is None:
-            return 0.0
-        return (self.finished_at or time.monotonic()) - self.started_at
-
-
-@dataclass
-class BackupRun:
-    """Status of one backup run, step by step (what the CLI renders and the service reports)."""
-
-    backup_id: str
-    steps: list[StepStatus] = field(default_factory=list)
-    sources_tried: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-friendly form."""
-        return {
-            "backup_id": self.backup_id,
-            "sources_tried": self.sources_tried,
-            "steps": [{"name": s.name, "state": s.state.value, "seconds": round(s.seconds, 3),
-                       "detail": s.detail} for s in self.steps],
-        }
+JOURNALS_KEPT = 20  # backup journals kept in the journal dir
 
 
 class Progress:
     """Callbacks the pipeline reports to; the default does nothing."""
 
-    def step(self, status: StepStatus) -> None:
+    def step(self, status: StepRecord) -> None:
         """A step changed state."""
 
     def source(self, candidate: SourceCandidate) -> None:
@@ -137,15 +94,21 @@ class BackupRequest:
     allow_unencrypted: bool = False
     allow_unsigned: bool = False
     local_endpoint: str | None = None  # emergency: this member only, serializable reads (no quorum needed)
+    journal_dir: Path | None = None  # where the run's journal is written (None: memory only)
 
 
 @dataclass(frozen=True)
 class BackupResult:
-    """A finished, complete backup."""
+    """A finished, complete backup and the journal of its steps."""
 
     manifest: Manifest
-    run: BackupRun
+    journal: Journal
     store_url: str
+
+    @property
+    def sources_tried(self) -> list[str]:
+        """Members the snapshot was streamed from, in order (more than one after a failover)."""
+        return list(self.journal.params.get("sources_tried", []))
 
 
 def preflight(request: BackupRequest) -> None:
@@ -158,26 +121,22 @@ def preflight(request: BackupRequest) -> None:
                           "refusing to write an unsigned backup without --allow-unsigned")
 
 
-class _Steps:
-    """Runs named steps, keeping their status and reporting transitions."""
+def _journal(request: BackupRequest, store: BlobStore, backup_id: str) -> Journal:
+    """The run's journal: a file in ``request.journal_dir`` (older ones pruned), else in memory.
 
-    def __init__(self, run: BackupRun, progress: Progress) -> None:
-        self.run = run
-        self.progress = progress
-
-    def start(self, name: str, detail: str = "") -> StepStatus:
-        status = StepStatus(name, StepState.running, time.monotonic(), detail=detail)
-        self.run.steps.append(status)
-        self.progress.step(status)
-        return status
-
-    def finish(self, status: StepStatus, detail: str | None = None, failed: bool = False,
-               at: float | None = None) -> None:
-        status.state = StepState.failed if failed else StepState.done
-        status.finished_at = at or time.monotonic()
-        if detail is not None:
-            status.detail = detail
-        self.progress.step(status)
+    A journal that cannot be written never stops a backup: it falls back to memory with a warning.
+    """
+    params: dict[str, object] = {"cluster": request.cluster_name, "store": store.url,
+                                 "endpoints": list(request.etcd.endpoints), "member": request.member,
+                                 "sources_tried": []}
+    if request.journal_dir is not None:
+        try:
+            prune_journals(request.journal_dir, "backup", keep=JOURNALS_KEPT - 1)
+            return Journal.create(request.journal_dir, "backup", backup_id, params)
+        except (OSError, EtcdGuardError) as exc:
+            log.warning("cannot write the backup journal in %s (%s); keeping it in memory only",
+                        request.journal_dir, exc)
+    return Journal("backup", backup_id, params=params)
 
 
 def _cancellable(chunks: Iterator[bytes], cancel: threading.Event | None) -> Iterator[bytes]:
@@ -344,30 +303,37 @@ def take_backup(
     preflight(request)
     created_at = now()
     backup_id = new_backup_id(created_at)
-    run = BackupRun(backup_id)
-    steps = _Steps(run, progress)
+    journal = _journal(request, store, backup_id)
+    steps = StepRunner(journal, progress.step)
+    try:
+        result = _take_backup(request, store, steps, progress, cancel, backup_id, created_at, now)
+    except BaseException as exc:
+        steps.close(exc)
+        where = f"; its journal: {journal.path}" if journal.path is not None else ""
+        log.warning("backup %s failed at step %r: %s%s", backup_id, journal.failed_step or "-",
+                    journal.error, where)
+        raise
+    steps.close()
+    return result
+
+
+def _take_backup(request: BackupRequest, store: BlobStore, steps: StepRunner, progress: Progress,
+                 cancel: threading.Event | None, backup_id: str, created_at: datetime,
+                 now: Callable[[], datetime]) -> BackupResult:
     prefix = backup_prefix(request.cluster_name, backup_id)
     object_name = ENCRYPTED_OBJECT if request.recipients else PLAIN_OBJECT
 
-    status = steps.start("check store", store.url)
-    try:
+    with steps.step("check store", store.url):
         store.check()
-    except EtcdGuardError as exc:
-        steps.finish(status, str(exc), failed=True)
-        raise
-    steps.finish(status)
 
-    status = steps.start("select source", ", ".join(request.etcd.endpoints))
-    try:
+    with steps.step("select source", ", ".join(request.etcd.endpoints)) as step:
         if request.local_endpoint:
             candidates = [local_source(request.etcd, request.local_endpoint)]
         else:
             candidates = snapshot_sources(request.etcd, request.member)
-    except EtcdGuardError as exc:
-        steps.finish(status, str(exc), failed=True)
-        raise
-    steps.finish(status, " > ".join(f"{c.name}{' (leader)' if c.is_leader else ''}" for c in candidates))
+        step.note(" > ".join(f"{c.name}{' (leader)' if c.is_leader else ''}" for c in candidates))
 
+    tried: list[str] = steps.journal.params["sources_tried"]
     last_error: EtcdGuardError | None = None
     for round_number in range(SOURCE_ROUNDS):
         if round_number:
@@ -381,9 +347,9 @@ def take_backup(
                 last_error = exc
                 continue
         for candidate in candidates:
-            run.sources_tried.append(candidate.name)
+            tried.append(candidate.name)
             try:
-                return _backup_from(request, store, candidate, run, steps, progress, cancel,
+                return _backup_from(request, store, candidate, steps, progress, cancel,
                                     backup_id, prefix, object_name, created_at, now)
             except TransientError as exc:
                 if isinstance(exc, OperationInterruptedError):
@@ -394,97 +360,88 @@ def take_backup(
     raise last_error
 
 
-def _backup_from(request: BackupRequest, store: BlobStore, candidate: SourceCandidate, run: BackupRun,
-                 steps: _Steps, progress: Progress, cancel: threading.Event | None, backup_id: str,
+def _backup_from(request: BackupRequest, store: BlobStore, candidate: SourceCandidate, steps: StepRunner,
+                 progress: Progress, cancel: threading.Event | None, backup_id: str,
                  prefix: str, object_name: str, created_at: datetime,
                  now: Callable[[], datetime]) -> BackupResult:
     # From the object's commit until its manifest is written, SIGTERM/SIGINT wait (seconds at
     # most): an interrupt in between would leave an object without a manifest.
     with contextlib.ExitStack() as sealing:
-        return _backup_into(request, store, candidate, run, steps, progress, cancel, backup_id, prefix,
+        return _backup_into(request, store, candidate, steps, progress, cancel, backup_id, prefix,
                             object_name, created_at, now, sealing)
 
 
-def _backup_into(request: BackupRequest, store: BlobStore, candidate: SourceCandidate, run: BackupRun,
-                 steps: _Steps, progress: Progress, cancel: threading.Event | None, backup_id: str,
+def _backup_into(request: BackupRequest, store: BlobStore, candidate: SourceCandidate, steps: StepRunner,
+                 progress: Progress, cancel: threading.Event | None, backup_id: str,
                  prefix: str, object_name: str, created_at: datetime,
                  now: Callable[[], datetime], sealing: contextlib.ExitStack) -> BackupResult:
-    status = steps.start("hashkv", candidate.name)
-    try:
+    with steps.step("hashkv", candidate.name) as step:
         with client_for(request.etcd, candidate.endpoint) as client:
             hashkv = client.hash_kv(0)
-    except EtcdGuardError as exc:
-        steps.finish(status, str(exc), failed=True)
-        raise
-    steps.finish(status, f"revision {hashkv.revision}, hash {hashkv.hash}")
+        step.note(f"revision {hashkv.revision}, hash {hashkv.hash}")
 
     # Keys are counted at the HashKV revision while the snapshot streams (both only read etcd;
     # the counts wait for the stream, and the stream's object is committed only with them).
     counter: _KeyCounter | None = None
-    count_status: StepStatus | None = None
+    counting: StepRecord | None = None
     if request.count_keys:
-        count_status = steps.start("count keys", f"at revision {hashkv.revision}")
+        counting = steps.begin("count keys", f"at revision {hashkv.revision}")
         counter = _KeyCounter(request, candidate.endpoint, hashkv.revision)
         counter.start()
 
-    status = steps.start("stream", f"from {candidate.name} ({candidate.endpoint})")
-    progress.source(candidate)
-    counts: KeyCounts | None = None
-    try:
+    with steps.step("stream", f"from {candidate.name} ({candidate.endpoint})") as step:
+        progress.source(candidate)
+        counts: KeyCounts | None = None
         with store.open_writer(f"{prefix}/{object_name}") as writer:
             try:
                 streamed = _stream(request, candidate, writer, progress, cancel)
             except BaseException:
-                if counter is not None and count_status is not None:
+                if counter is not None and counting is not None:
                     counter.cancel()
-                    steps.finish(count_status, "cancelled: the stream failed", failed=True,
-                                 at=counter.finished_at)
+                    steps.end(counting, StepState.failed, "cancelled: the stream failed",
+                              error="cancelled: the stream failed", at=counter.finished_at)
                 raise
-            if counter is not None and count_status is not None:
+            if counter is not None and counting is not None:
                 try:
                     counts = counter.result()
                 except BaseException as exc:
-                    steps.finish(count_status, str(exc), failed=True, at=counter.finished_at)
+                    steps.fail(counting, exc, at=counter.finished_at)
                     raise
-                steps.finish(count_status, f"{counts.total} keys", at=counter.finished_at)
+                steps.end(counting, StepState.done, f"{counts.total} keys", at=counter.finished_at)
             sealing.enter_context(interrupts.deferred())
             info = writer.commit()
-    except BaseException as exc:
-        steps.finish(status, str(exc), failed=True)
-        raise
-    steps.finish(status, f"{streamed.snapshot.size} bytes -> {streamed.stored_size} stored")
+        step.note(f"{streamed.snapshot.size} bytes -> {streamed.stored_size} stored")
 
-    status = steps.start("manifest")
-    manifest = Manifest(
-        backup_id=backup_id,
-        cluster=ClusterRef(name=request.cluster_name, cluster_id=f"{candidate.status.cluster_id:x}"),
-        source=SourceMember(name=candidate.name, member_id=f"{candidate.member_id:x}",
-                            endpoint=candidate.endpoint, etcd_version=candidate.status.version),
-        hashkv=HashKVRecord(revision=hashkv.revision, hash=hashkv.hash,
-                            compact_revision=hashkv.compact_revision),
-        key_counts=counts,
-        snapshot=streamed.snapshot,
-        stored=StoredObject(key=object_name, size=streamed.stored_size, sha256=streamed.stored_sha256,
-                            compression_level=request.compression_level,
-                            encryption="age-x25519" if request.recipients else "none",
-                            recipients=[fingerprint(r) for r in request.recipient_texts]),
-        signing_key_id=request.signing_key.key_id if request.signing_key else None,
-        created_at=created_at,
-        finished_at=now(),
-        tool_version=__version__,
-    )
-    if info.size != streamed.stored_size:
-        store.delete(f"{prefix}/{object_name}")
-        raise IntegrityError(f"store reports {info.size} bytes for {object_name}, "
-                             f"{streamed.stored_size} were written")
-    try:
-        store.put_bytes(f"{prefix}/{MANIFEST_NAME}", seal_manifest(manifest, request.signing_key))
-    except BaseException as exc:
-        steps.finish(status, str(exc), failed=True)
-        store.delete(f"{prefix}/{object_name}")
-        raise
-    steps.finish(status, f"{prefix}/{MANIFEST_NAME}")
-    return BackupResult(manifest, run, store.url)
+    with steps.step("manifest") as step:
+        manifest = Manifest(
+            backup_id=backup_id,
+            cluster=ClusterRef(name=request.cluster_name, cluster_id=f"{candidate.status.cluster_id:x}"),
+            source=SourceMember(name=candidate.name, member_id=f"{candidate.member_id:x}",
+                                endpoint=candidate.endpoint, etcd_version=candidate.status.version),
+            hashkv=HashKVRecord(revision=hashkv.revision, hash=hashkv.hash,
+                                compact_revision=hashkv.compact_revision),
+            key_counts=counts,
+            snapshot=streamed.snapshot,
+            stored=StoredObject(key=object_name, size=streamed.stored_size, sha256=streamed.stored_sha256,
+                                compression_level=request.compression_level,
+                                encryption="age-x25519" if request.recipients else "none",
+                                recipients=[fingerprint(r) for r in request.recipient_texts]),
+            signing_key_id=request.signing_key.key_id if request.signing_key else None,
+            created_at=created_at,
+            finished_at=now(),
+            tool_version=__version__,
+        )
+        if info.size != streamed.stored_size:
+            store.delete(f"{prefix}/{object_name}")
+            raise IntegrityError(f"store reports {info.size} bytes for {object_name}, "
+                                 f"{streamed.stored_size} were written")
+        try:
+            store.put_bytes(f"{prefix}/{MANIFEST_NAME}", seal_manifest(manifest, request.signing_key))
+        except BaseException:
+            store.delete(f"{prefix}/{object_name}")
+            raise
+        step.note(f"{prefix}/{MANIFEST_NAME}")
+    return BackupResult(manifest, steps.journal, store.url)
 
 
 def request_from_settings(settings: Settings) -> BackupRequest:
@@ -505,4 +462,5 @@ def request_from_settings(settings: Settings) -> BackupRequest:
         count_keys=settings.backup.count_keys,
         allow_unencrypted=enc.allow_unencrypted,
         allow_unsigned=settings.signing.allow_unsigned,
+        journal_dir=default_journal_dir(),
     )

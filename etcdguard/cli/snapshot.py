@@ -17,7 +17,7 @@ from rich.progress import (
 )
 
 from etcdguard import interrupts
-from etcdguard.backup.pipeline import BackupResult, StepState, StepStatus, request_from_settings, take_backup
+from etcdguard.backup.pipeline import BackupResult, request_from_settings, take_backup
 from etcdguard.backup.pipeline import Progress as PipelineProgress
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import (
@@ -33,6 +33,7 @@ from etcdguard.cli.common import (
 from etcdguard.cli.kit import kit_after_snapshot
 from etcdguard.cli.render import human_bytes
 from etcdguard.etcd.connect import SourceCandidate
+from etcdguard.steps import StepRecord, StepState
 
 
 class _RichProgress(PipelineProgress):
@@ -46,7 +47,7 @@ class _RichProgress(PipelineProgress):
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                                 TransferSpeedColumn(), TimeElapsedColumn(), console=stderr, transient=True)
 
-    def step(self, status: StepStatus) -> None:
+    def step(self, status: StepRecord) -> None:
         if self.quiet:
             return
         if status.state is StepState.running:
@@ -88,7 +89,7 @@ def summary(result: BackupResult, seconds: float) -> dict[str, Any]:
         "throughput_mib_s": round(m.snapshot.size / max(seconds, 1e-6) / 2**20, 1),
         "encrypted": m.stored.encryption != "none",
         "signed": m.signing_key_id is not None,
-        "sources_tried": result.run.sources_tried,
+        "sources_tried": result.sources_tried,
     }
 
 

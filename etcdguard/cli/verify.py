@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
@@ -14,37 +14,35 @@ from etcdguard.backup.catalog import Catalog, safe_entries, to_verify
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import OutputFormat, fail, handle_errors, print_json, settings, state, stderr, stdout
 from etcdguard.errors import ExitCode, IntegrityError
+from etcdguard.steps import StepRecord, StepState, step_line
 from etcdguard.verify import VerificationReport, Verifier, options_from_settings, sandbox_factory
-
-_MARKS = {"done": "[green]ok[/]", "failed": "[red]FAILED[/]", "skipped": "[yellow]skipped[/]"}
 
 
 class StepPrinter:
-    """Renders ``on_step`` callbacks on stderr: a spinner naming the running steps (some run side
-    by side), and one line per finished step."""
+    """Renders step records on stderr: a spinner naming the running steps (some run side by
+    side), and one line per finished step."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self._running: dict[str, tuple[float, str]] = {}
+        self._running: dict[str, str] = {}
         self._status: Status | None = None
 
-    def __call__(self, name: str, state_: str, detail: str) -> None:
+    def __call__(self, record: StepRecord) -> None:
         if self.quiet:
             return
-        if state_ == "running":
-            self._running[name] = (time.monotonic(), detail)
+        if record.state is StepState.running:
+            self._running[record.name] = record.detail
         else:
-            began, _ = self._running.pop(name, (time.monotonic(), ""))
+            self._running.pop(record.name, None)
             self._stop_spinner()
-            stderr.print(f"  {_MARKS.get(state_, state_)} {name:<16} {time.monotonic() - began:7.2f}s  {detail}",
-                         highlight=False)
+            stderr.print(step_line(record), highlight=False)
         self._refresh()
 
     def _refresh(self) -> None:
         self._stop_spinner()
         if self._running and stderr.is_terminal:
-            text = ", ".join(f"{n}: {d}" if d else n for n, (_, d) in self._running.items())
-            self._status = stderr.status(text)
+            text = ", ".join(f"{n}: {d}" if d else n for n, d in self._running.items())
+            self._status = stderr.status(escape(text))
             self._status.start()
 
     def _stop_spinner(self) -> None:

@@ -256,3 +256,8 @@ def snapshot_status(tool: SnapshotTool, path: Path, *, timeout: float = TOOL_TIM
         return SnapshotStatus.parse(out)
     except ValueError as exc:
         raise error(f"snapshot status: {exc}") from None
+
+
+def has_etcdutl(version: str) -> bool:
+    """etcdutl exists from etcd 3.5 on; older releases restore with etcdctl."""
+    return EtcdVersion.parse(version) >= EtcdVersion(3, 5, 0)

@@ -20,6 +20,7 @@ from etcdguard.steps.journal import (
     StepState,
     atomic_write,
     ensure_private_dir,
+    prune_journals,
 )
 from etcdguard.steps.render import journal_table, step_line, step_lines
 
@@ -39,6 +40,7 @@ __all__ = [
     "describe_error",
     "ensure_private_dir",
     "journal_table",
+    "prune_journals",
     "step_line",
     "step_lines",
 ]

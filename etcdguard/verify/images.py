@@ -25,8 +25,9 @@ from typing import Any
 
 from etcdguard.errors import SandboxUnavailableError
 from etcdguard.etcd.binaries import EtcdInstallation, EtcdVersion
+from etcdguard.etcd.tools import has_etcdutl
 from etcdguard.verify.hosttools import is_elf, pick_host_etcd
-from etcdguard.verify.sandbox import has_etcdutl, private_tempdir, remove_tree
+from etcdguard.verify.workdirs import private_tempdir, remove_tree
 
 log = logging.getLogger(__name__)
 

@@ -1,44 +1,33 @@
-"""ProcessSandbox: the restored etcd runs as a local subprocess on free loopback ports.
+"""ProcessSandbox: the restored etcd runs as a local subprocess on loopback ports.
 
 For hosts without Docker (the in-cluster CronJob pod). Everything lives in one private (0700)
-temp dir that is removed on stop, together with the process group, even on Ctrl-C.
+work dir: the restored data, the etcd log and this run's TLS keys. etcd serves TLS with
+client-cert auth (:mod:`etcdguard.verify.pki`) on ports below the kernel's ephemeral range, with
+a minimal environment, in its own process group, and dies with the verifying process
+(parent-death signal). Stop kills it and removes the dir, even on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from etcdguard.errors import SandboxUnavailableError
-from etcdguard.verify.hosttools import HostEtcd, host_snapshot_status, pick_host_etcd, run_tool
+from etcdguard.etcd.local import LocalEtcd
+from etcdguard.etcd.tools import TOOL_TIMEOUT, RestoreSpec, restore
+from etcdguard.verify.hosttools import HostEtcd, host_snapshot_status, pick_host_etcd
+from etcdguard.verify.pki import create_pki
 from etcdguard.verify.sandbox import (
-    RestoreError,
+    FAST_ELECTION,
+    SANDBOX_CLUSTER,
+    SANDBOX_MEMBER,
     RunningEtcd,
     Sandbox,
+    SandboxRestoreError,
     SnapshotStatus,
-    etcd_command,
-    private_tempdir,
     quota_for,
-    remove_tree,
-    restore_command,
-    tail,
-    wait_until_serving,
 )
-
-_BIND_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from etcdguard.verify.workdirs import private_tempdir, remove_tree, sweep_stale_workdirs
 
 
 class ProcessSandbox(Sandbox):
@@ -52,17 +41,19 @@ class ProcessSandbox(Sandbox):
         self.etcd_path = list(etcd_path)
         self.parent_dir = workdir
         self.workdir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.etcd: LocalEtcd | None = None
         self._hosts: dict[str, HostEtcd] = {}
 
     def _host(self, etcd_version: str) -> HostEtcd:
         if etcd_version not in self._hosts:
-            self._hosts[etcd_version] = pick_host_etcd(etcd_version or None, self.etcd_path)
-            self._hosts[etcd_version].snapshot_tool  # noqa: B018 - raises without a restore tool
+            host = pick_host_etcd(etcd_version or None, self.etcd_path)
+            host.tool  # noqa: B018 - raises without a restore tool
+            self._hosts[etcd_version] = host
         return self._hosts[etcd_version]
 
     def check(self) -> None:
-        """etcd binaries must exist on this host."""
+        """etcd binaries must exist on this host; work dirs of killed runs are removed."""
+        sweep_stale_workdirs(self.parent_dir)
         self._host("")
 
     def prepare(self, etcd_version: str) -> None:
@@ -73,74 +64,45 @@ class ProcessSandbox(Sandbox):
         """``snapshot status`` with the host tool of the nearest version."""
         return host_snapshot_status(self._host(etcd_version), snapshot_path)
 
+    @property
+    def pid(self) -> int | None:
+        """The sandbox etcd's process id while it runs."""
+        return self.etcd.pid if self.etcd is not None else None
+
     def start(self, snapshot_path: Path, etcd_version: str) -> RunningEtcd:
-        """Restore into a private temp dir and start etcd on free 127.0.0.1 ports."""
-        if self.process is not None:
+        """Restore into the private work dir and serve it over TLS on 127.0.0.1."""
+        if self.etcd is not None:
             raise RuntimeError("sandbox already started")
         host = self._host(etcd_version)
-        tool, use_etcdutl = host.snapshot_tool
+        tool = host.tool
         self.workdir = private_tempdir("etcdguard-sandbox-", self.parent_dir)
+        pki = create_pki(self.workdir)
         timings: dict[str, float] = {}
-        for attempt in range(_BIND_ATTEMPTS):
-            client_port, peer_port = free_port(), free_port()
-            peer_url = f"http://127.0.0.1:{peer_port}"
-            endpoint = f"http://127.0.0.1:{client_port}"
-            data_dir = self.workdir / f"data-{attempt}"
+
+        def restore_data(etcd: LocalEtcd) -> None:
             began = time.monotonic()
-            run_tool(restore_command(str(tool), str(snapshot_path), str(data_dir), peer_url, use_etcdutl,
-                                     skip_hash_check=True),
-                     timeout=max(self.start_timeout, 600.0), what="snapshot restore")
-            os.chmod(data_dir, 0o700)
+            restore(tool, RestoreSpec(snapshot_path, etcd.data_dir, SANDBOX_MEMBER, {SANDBOX_MEMBER: [etcd.peer_url]},
+                                      SANDBOX_CLUSTER, skip_hash_check=True),
+                    timeout=max(self.start_timeout, TOOL_TIMEOUT), error=SandboxRestoreError)
             timings["restore"] = time.monotonic() - began
-            began = time.monotonic()
-            log_path = self.workdir / "etcd.log"
-            command = etcd_command(str(host.install.etcd), str(data_dir), endpoint, endpoint, peer_url,
-                                   quota_for(snapshot_path.stat().st_size))
-            with log_path.open("ab") as log:
-                try:
-                    self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                                    start_new_session=True, cwd=self.workdir)
-                except OSError as exc:
-                    raise SandboxUnavailableError(
-                        f"cannot start {host.install.etcd}: {exc.strerror or exc}") from None
-            try:
-                version = wait_until_serving(endpoint, self.start_timeout, self._exited)
-            except RestoreError:
-                log_text = log_path.read_text(errors="replace")
-                if "address already in use" in log_text and attempt + 1 < _BIND_ATTEMPTS:
-                    self._kill()
-                    remove_tree(data_dir)
-                    log_path.unlink(missing_ok=True)
-                    continue
-                raise
-            timings["start"] = time.monotonic() - began
-            return RunningEtcd(endpoint=endpoint, version=version,
-                               exact=version == etcd_version,
-                               sandbox=f"process:{host.install.etcd}", timings=timings)
-        raise RestoreError("could not bind free loopback ports for the restored etcd")
 
-    def _exited(self) -> str | None:
-        proc = self.process
-        if proc is None or proc.poll() is None:
-            return None
-        log = self.workdir / "etcd.log" if self.workdir else None
-        text = log.read_text(errors="replace") if log and log.exists() else ""
-        return f"exit code {proc.returncode}: {tail(text)}"
-
-    def _kill(self) -> None:
-        proc, self.process = self.process, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
+        self.etcd = LocalEtcd(
+            host.install, self.workdir / "data", name=SANDBOX_MEMBER, cluster_token=SANDBOX_CLUSTER,
+            log_path=self.workdir / "etcd.log", tls=pki.server, client_tls=pki.client,
+            extra_args=["--quota-backend-bytes", str(quota_for(snapshot_path.stat().st_size)), *FAST_ELECTION],
+            before_start=restore_data)
+        began = time.monotonic()
+        version = self.etcd.start(self.start_timeout, error=SandboxRestoreError)
+        timings["start"] = time.monotonic() - began - timings.get("restore", 0.0)
+        return RunningEtcd(endpoint=self.etcd.endpoint, version=version, exact=version == etcd_version,
+                           sandbox=f"process:{host.install.etcd}", tls=pki.client, timings=timings)
 
     def stop(self) -> None:
-        """Kill the etcd process group and remove the temp dir."""
+        """Kill the etcd process group and remove the work dir."""
         try:
-            self._kill()
+            if self.etcd is not None:
+                self.etcd.kill()
         finally:
+            self.etcd = None
             remove_tree(self.workdir)
             self.workdir = None

@@ -219,7 +219,7 @@ def test_leader_dying_mid_stream_falls_back_to_a_follower(tmp_path: Path, keys: 
         assert progress.fired.is_set()
         assert progress.sources[0] == by_id[leader]
         assert result.manifest.source.name != by_id[leader]
-        assert result.run.sources_tried[0] == by_id[leader] and len(result.run.sources_tried) >= 2
+        assert result.sources_tried[0] == by_id[leader] and len(result.sources_tried) >= 2
         objects = files_in(tmp_path / "store")
         assert {p.name for p in objects} == {"snapshot.db.zst.age", "manifest.json"}
 

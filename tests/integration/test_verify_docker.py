@@ -11,6 +11,7 @@ import pytest
 
 from etcdguard.errors import SandboxUnavailableError
 from etcdguard.etcd.binaries import EtcdVersion
+from etcdguard.steps import StepRecord, StepState
 from etcdguard.verify.docker import DockerSandbox
 from etcdguard.verify.dockerres import CREATED_LABEL, OWNER_LABEL, SANDBOX_LABEL, cleanup_leftovers
 from etcdguard.verify.hosttools import pick_host_etcd
@@ -51,8 +52,8 @@ def test_good_backup_passes(tmp_path: Path, backups: Backups, workdir: Path, doc
         manifest = make_backup(backups, client)
     seen: dict[str, Any] = {}
 
-    def on_step(name: str, state: str, detail: str) -> None:
-        if (name, state) == ("hashkv", "running"):  # the sandbox is up: look at it from outside
+    def on_step(record: StepRecord) -> None:
+        if (record.name, record.state) == ("hashkv", StepState.running):  # the sandbox is up: look at it
             seen.update(_inspect_sandbox(docker_client, manifest.backup_id))
 
     report = backups.verifier("docker", workdir, on_step=on_step,
@@ -158,8 +159,8 @@ def test_ctrl_c_removes_the_container(tmp_path: Path, backups: Backups, workdir:
     with source_cluster(tmp_path / "src", "3.5.16") as cluster, cluster.client() as client:
         manifest = make_backup(backups, client)
 
-    def on_step(name: str, state: str, detail: str) -> None:
-        if (name, state) == ("hashkv", "running"):
+    def on_step(record: StepRecord) -> None:
+        if (record.name, record.state) == ("hashkv", StepState.running):
             assert docker_client.containers.list(filters={"label": f"etcdguard.backup-id={manifest.backup_id}"})
             raise KeyboardInterrupt
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from etcdguard.backup.keys import load_verify_key
 from etcdguard.backup.manifest import ENCRYPTED_OBJECT, MANIFEST_NAME, VERIFICATION_NAME
 from etcdguard.backup.signed import VERIFICATION, Expect, open_record
 from etcdguard.errors import ConfigError, IntegrityError, VerificationFailedError
+from etcdguard.steps import StepRecord, StepState
 from tests.integration.verify_fixtures import (  # noqa: F401 - fixtures
     Backups,
     assert_port_closed,
@@ -36,9 +38,9 @@ def _recorded(b: Backups, backup_id: str) -> dict[str, object]:
 def test_good_backup_passes(tmp_path: Path, backups: Backups, workdir: Path, version: str) -> None:
     with source_cluster(tmp_path / "src", version) as cluster, cluster.client() as client:
         manifest = make_backup(backups, client)
-    events: list[tuple[str, str, str]] = []
-    report = backups.verifier("process", workdir, on_step=lambda *e: events.append(e)).verify(
-        manifest.backup_id)
+    events: list[tuple[str, str]] = []
+    report = backups.verifier("process", workdir, on_step=lambda r: events.append((r.name, r.state.value))
+                              ).verify(manifest.backup_id)
     v = report.verification
     assert v.result == "passed", v.reason
     assert (v.hash_proof, v.key_counts_match) == ("passed", True)
@@ -46,7 +48,7 @@ def test_good_backup_passes(tmp_path: Path, backups: Backups, workdir: Path, ver
     assert (v.etcd_version_used, v.etcd_version_exact) == (version, True)
     assert v.sandbox.startswith("process:") and v.reason == ""
     assert set(v.steps) >= ALL_STEPS and v.steps["total"] > 0
-    assert {state for _, state, _ in events} == {"running", "done"}
+    assert {state for _, state in events} == {"running", "done"}
     assert report.recorded and _recorded(backups, manifest.backup_id)["result"] == "passed"
     assert backups.catalog.entry(manifest.backup_id).verification_state == "verified"
     assert report.running is not None
@@ -81,10 +83,11 @@ def test_truncated_object_fails_at_decrypt_and_is_recorded(tmp_path: Path, backu
     path = backups.store.path_of(f"{backups.catalog.prefix(manifest.backup_id)}/{ENCRYPTED_OBJECT}")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    events: list[tuple[str, str, str]] = []
+    events: list[tuple[str, str]] = []
     with pytest.raises(IntegrityError, match=r"damaged|decrypt"):
-        backups.verifier("process", workdir, on_step=lambda *e: events.append(e)).verify(manifest.backup_id)
-    assert ("download", "failed") in {(n, s) for n, s, _ in events}
+        backups.verifier("process", workdir, on_step=lambda r: events.append((r.name, r.state.value))
+                         ).verify(manifest.backup_id)
+    assert ("download", "failed") in events
     recorded = _recorded(backups, manifest.backup_id)
     assert recorded["result"] == "failed" and "damaged" in str(recorded["reason"])
 
@@ -127,16 +130,16 @@ def test_ctrl_c_mid_verification_leaves_nothing(tmp_path: Path, backups: Backups
         manifest = make_backup(backups, client)
     seen: dict[str, str] = {}
 
-    def on_step(name: str, state: str, detail: str) -> None:
-        seen[name] = detail
-        if (name, state) == ("hashkv", "running"):
+    def on_step(record: StepRecord) -> None:
+        seen[record.name] = record.detail
+        if (record.name, record.state) == ("hashkv", StepState.running):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         backups.verifier("process", workdir, on_step=on_step).verify(manifest.backup_id)
-    endpoint = seen["restore"].rsplit(" ", 1)[-1]
-    assert endpoint.startswith("http://127.0.0.1:")
-    assert_port_closed(endpoint)
+    found = re.search(r"https://127\.0\.0\.1:\d+", seen["restore"])
+    assert found is not None, seen["restore"]
+    assert_port_closed(found.group(0))
     assert backups.catalog.entry(manifest.backup_id).verification is None
 
 

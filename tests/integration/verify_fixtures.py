@@ -39,7 +39,8 @@ from etcdguard.config import EtcdConfig, VerifyConfig
 from etcdguard.etcd.client import MemberClient
 from etcdguard.storage import LocalStore
 from etcdguard.verify import Verifier, VerifyOptions, sandbox_factory
-from etcdguard.verify.dockerres import OWNER_LABEL, SANDBOX_LABEL, owner_token
+from etcdguard.verify.dockerres import OWNER_LABEL, SANDBOX_LABEL
+from etcdguard.verify.workdirs import owner_token
 from tests.integration.snapshot_fixtures import REQUIRE_ALL, load_sample, require_etcd
 from tests.support.etcd_cluster import TEST_ETCD_DIRS, EtcdCluster, etcd_cluster
 
@@ -173,7 +174,7 @@ def no_leftovers(workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def assert_port_closed(endpoint: str) -> None:
-    """Nothing listens at ``http://127.0.0.1:PORT`` any more."""
+    """Nothing listens at ``http(s)://127.0.0.1:PORT`` any more."""
     port = int(endpoint.rsplit(":", 1)[1])
     with socket.socket() as s:
         s.settimeout(1.0)

