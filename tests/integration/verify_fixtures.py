@@ -41,8 +41,9 @@ from etcdguard.storage import LocalStore
 from etcdguard.verify import Verifier, VerifyOptions, sandbox_factory
 from etcdguard.verify.dockerres import OWNER_LABEL, SANDBOX_LABEL
 from etcdguard.verify.workdirs import owner_token
-from tests.integration.snapshot_fixtures import REQUIRE_ALL, load_sample, require_etcd
+from tests.integration.snapshot_fixtures import load_sample, require_etcd
 from tests.support.etcd_cluster import TEST_ETCD_DIRS, EtcdCluster, etcd_cluster
+from tests.support.require import missing
 
 CLUSTER = "verify-test"
 
@@ -56,10 +57,7 @@ def docker_or_skip() -> Any:
         client.ping()
         return client
     except Exception as exc:
-        message = f"Docker unavailable: {exc}"
-        if REQUIRE_ALL:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"Docker unavailable: {exc}")
 
 
 @dataclass

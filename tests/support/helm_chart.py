@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shlex
 import shutil
@@ -21,11 +20,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import require
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "etcdguard"
 DOCKERFILE = ROOT / "Dockerfile"
 UNIT = ROOT / "config" / "systemd" / "etcdguard.service"
-REQUIRE_ALL = os.environ.get("ETCDGUARD_REQUIRE_ALL") == "1"
+
 KUBE_VERSION = "1.30.0"
 NAMESPACE = "etcd-backup"
 RELEASE = "eg"
@@ -87,9 +88,7 @@ def values_for(name: str) -> dict[str, Any]:
 
 def missing(what: str) -> None:
     """Skip, or fail under ETCDGUARD_REQUIRE_ALL=1 (CI installs everything)."""
-    if REQUIRE_ALL:
-        pytest.fail(f"{what} (ETCDGUARD_REQUIRE_ALL=1)")
-    pytest.skip(what)
+    require.missing(what)
 
 
 def etcdguard_cmd() -> list[str]:

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+
+from etcdguard.etcd.tools import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -42,18 +43,8 @@ def find_weed() -> str | None:
 
 
 def _free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 (all held open together while choosing)."""
-    socks: list[socket.socket] = []
-    try:
-        while len(socks) < count:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            # gRPC ports are chosen explicitly too, so any free port will do.
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``count`` distinct ports free on 127.0.0.1, below the kernel's ephemeral range."""
+    return [free_port() for _ in range(count)]
 
 
 class SeaweedS3:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.helm_chart import CERT_DIR, UNIT, cli_has, parse_cli
+from tests.support.require import missing
 
 KIT_SERVICE = UNIT.with_name("etcdguard-kit.service")
 KIT_TIMER = UNIT.with_name("etcdguard-kit.timer")
@@ -79,10 +80,10 @@ def test_systemd_unit_is_hardened() -> None:
 def test_systemd_analyze_verify(tmp_path: Path, path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze not installed")
+        missing("systemd-analyze not installed")
     exe = shutil.which("etcdguard")
     if exe is None:
-        pytest.skip("etcdguard is not on PATH")
+        missing("etcdguard is not on PATH")
     # verify insists that ExecStart exists: point it at this machine's etcdguard.
     for unit in (UNIT, KIT_SERVICE, KIT_TIMER):
         (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/etcdguard/bin/etcdguard", exe))
