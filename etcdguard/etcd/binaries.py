@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etcdguard.errors import SandboxUnavailableError
+from etcdguard.etcd.childenv import child_env
 
 _VERSION_RE = re.compile(r"etcd Version:\s*(\d+)\.(\d+)\.(\d+)")
 
@@ -85,7 +86,7 @@ def _candidate_dirs(extra: Iterable[Path] = ()) -> list[Path]:
 def probe_version(etcd: Path) -> EtcdVersion | None:
     """Ask an etcd binary for its version; None if it does not run."""
     try:
-        out = subprocess.run([str(etcd), "--version"], capture_output=True, text=True, timeout=10,
+        out = subprocess.run([str(etcd), "--version"], capture_output=True, text=True, timeout=10, env=child_env(),
                              check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -26,24 +26,13 @@ from pathlib import Path
 
 from etcdguard.errors import ConfigError, EtcdGuardError, PermanentError, SandboxUnavailableError
 from etcdguard.etcd.binaries import EtcdInstallation, EtcdVersion
+from etcdguard.etcd.childenv import child_env as child_env
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TOOL_TIMEOUT = 600.0
 
 
 class EtcdToolError(PermanentError):
     """An etcd tool (``etcdutl``/``etcdctl``) failed or did not finish."""
-
-
-def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a child process: ``PATH``, ``LANG`` and ``extra``, nothing inherited.
-
-    etcd reads any ``ETCD_*`` variable as a flag and etcdctl any ``ETCDCTL_*``; cloud and
-    etcdguard credentials have no business in a child's ``/proc/PID/environ``.
-    """
-    env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH, "LANG": "C.UTF-8"}
-    env.update(extra or {})
-    return env
 
 
 def tail(text: str, lines: int = 5) -> str:

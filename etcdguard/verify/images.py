@@ -25,7 +25,7 @@ from typing import Any
 
 from etcdguard.errors import SandboxUnavailableError
 from etcdguard.etcd.binaries import EtcdInstallation, EtcdVersion
-from etcdguard.etcd.tools import has_etcdutl
+from etcdguard.etcd.tools import child_env, has_etcdutl
 from etcdguard.verify.hosttools import is_elf, pick_host_etcd
 from etcdguard.verify.workdirs import private_tempdir, remove_tree
 
@@ -132,7 +132,8 @@ def resolve_image(client: Any, wanted: str, *, configured: str | None, pull: boo
 def shared_libraries(binary: Path) -> list[Path]:
     """Shared libraries and dynamic loader ``ldd`` lists for ``binary`` ([] when static)."""
     try:
-        done = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30, check=False,
+                              env=child_env())
     except (OSError, subprocess.TimeoutExpired):
         return []
     if done.returncode != 0 or "not a dynamic executable" in done.stdout + done.stderr:
