@@ -213,6 +213,7 @@ class ServiceConfig(_Model):
     emergency_local_store: Path | None = None
     log_format: Literal["text", "json"] = "text"
     startup_timeout_seconds: float = Field(60.0, ge=0)
+    api_token_file: Path | None = None
 
 
 class KitConfig(_Model):

@@ -227,14 +227,16 @@ class Catalog:
         trusted backup, the newest trusted and verified one)."""
         ids = self.backup_ids()
         if selector in (LATEST, LATEST_VERIFIED):
+            untrusted = 0
             for backup_id in reversed(ids):
                 entry = self._entry_or_none(backup_id)
                 if entry is not None and entry.trusted and (selector == LATEST or entry.verified):
                     return backup_id
+                untrusted += entry is None or not entry.trusted
             what = "verified " if selector == LATEST_VERIFIED else ""
-            untrusted = f" ({len(ids)} untrusted; {self.trust.describe()})" if ids else ""
+            note = f" ({untrusted} untrusted; {self.trust.describe()})" if untrusted else ""
             raise BackupNotFoundError(f"no trusted {what}backup of cluster {self.cluster!r} in "
-                                      f"{self.store.url}{untrusted}")
+                                      f"{self.store.url}{note}")
         if selector in ids:
             return selector
         matches = [i for i in ids if i.startswith(selector)]

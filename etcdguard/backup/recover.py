@@ -36,16 +36,28 @@ class RecoveredSnapshot:
 
 
 class _PlainSink:
-    """Receives decompressed bytes: writes them to a file, hashes them, remembers the tail."""
+    """Receives decompressed bytes: writes them to a file, hashes them, remembers the tail.
 
-    def __init__(self, fd: int, on_bytes: Callable[[int], None] | None) -> None:
+    Refuses (IntegrityError, kept in :attr:`error`) any byte beyond ``limit``, the plain size
+    the signed manifest states, so a decompression bomb writes no more than that.
+    """
+
+    def __init__(self, fd: int, on_bytes: Callable[[int], None] | None, limit: int, what: str) -> None:
         self._file = os.fdopen(fd, "wb", buffering=READ_SIZE)
         self.body_hash = hashlib.sha256()
         self.tail = b""
         self.size = 0
         self._on_bytes = on_bytes
+        self._limit = limit
+        self._what = what
+        self.error: IntegrityError | None = None
 
     def write(self, data: bytes) -> int:
+        if self.size + len(data) > self._limit:
+            self.error = IntegrityError(
+                f"{self._what}: decompresses to more than the {self._limit} bytes its manifest states; "
+                "refusing it (damaged or forged)")
+            raise self.error
         self._file.write(data)
         joined = self.tail + bytes(data)
         if len(joined) > TRAILER_BYTES:
@@ -83,21 +95,29 @@ def recover_snapshot(
     """
     stored = manifest.stored
     encrypted = stored.encryption != "none"
+    what = f"backup {manifest.backup_id}"
     if encrypted and not identities:
         raise ConfigError("this backup is encrypted: pass --identity with the age identity file")
+    key = f"{prefix}/{stored.key}"
+    info = store.stat(key)
+    if info is None:
+        raise IntegrityError(f"{what}: its manifest names object {stored.key}, which is missing from the store")
+    if info.size != stored.size:
+        raise IntegrityError(f"{what}: the stored object is {info.size} bytes, its manifest says {stored.size}; "
+                             "refusing it before download (damaged or replaced)")
     dest = dest.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.partial-", dir=dest.parent)
     tmp = Path(tmp_name)
-    sink = _PlainSink(fd, on_bytes)
+    sink = _PlainSink(fd, on_bytes, manifest.snapshot.size, what)
     ok = False
     try:
         try:
-            source = store.open_reader(f"{prefix}/{stored.key}")
+            source = store.open_reader(key)
         except KeyError:
-            raise IntegrityError(f"backup {manifest.backup_id}: its manifest names object {stored.key}, "
+            raise IntegrityError(f"{what}: its manifest names object {stored.key}, "
                                  "which is missing from the store") from None
-        reader = HashingReader(source)
+        reader = HashingReader(source, limit=stored.size, what=what)
         decompressor: Any = zstandard.ZstdDecompressor().stream_writer(
             cast(BinaryIO, sink), write_size=READ_SIZE, closefd=False)
         try:
@@ -107,11 +127,16 @@ def recover_snapshot(
                 while chunk := reader.read(READ_SIZE):
                     decompressor.write(chunk)
             decompressor.flush()
+        except IntegrityError:
+            raise
         except zstandard.ZstdError:
+            if sink.error is not None:
+                raise sink.error from None
             raise IntegrityError(f"backup {manifest.backup_id}: compressed data is corrupt") from None
         except (pyrage.DecryptError, OSError):
-            if reader.error is not None:
-                raise reader.error from None
+            for error in (sink.error, reader.error):
+                if error is not None:
+                    raise error from None
             while reader.read(READ_SIZE):  # hash the rest: damaged object, or wrong identity?
                 pass
             if reader.size != stored.size or reader.sha256 != stored.sha256:

@@ -155,12 +155,18 @@ class HashingWriter(io.RawIOBase):
 
 
 class HashingReader(io.RawIOBase):
-    """Read-through adapter that counts and hashes bytes read from ``source``."""
+    """Read-through adapter that counts and hashes bytes read from ``source``.
 
-    def __init__(self, source: BinaryIO) -> None:
+    With ``limit``, reading more than ``limit`` bytes raises IntegrityError (kept in
+    :attr:`error`): the object is larger than its manifest says.
+    """
+
+    def __init__(self, source: BinaryIO, limit: int | None = None, what: str = "stored object") -> None:
         super().__init__()
         self._source = source
         self._hash = hashlib.sha256()
+        self._limit = limit
+        self._what = what
         self.size = 0
         self.error: BaseException | None = None
 
@@ -169,7 +175,11 @@ class HashingReader(io.RawIOBase):
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:
-            data = self._source.read(len(buffer))
+            want = len(buffer) if self._limit is None else min(len(buffer), self._limit - self.size + 1)
+            data = self._source.read(want) if want > 0 else b""
+            if self._limit is not None and self.size + len(data) > self._limit:
+                raise IntegrityError(f"{self._what}: the stored object is larger than the {self._limit} bytes "
+                                     "its manifest states")
         except BaseException as exc:
             self.error = exc
             raise

@@ -28,13 +28,13 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from etcdguard.backup.catalog import safe_entries
+from etcdguard.backup.catalog import BackupEntry, safe_entries
 from etcdguard.config import Settings, load_settings
 from etcdguard.errors import EtcdGuardError
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.service import jobs
 from etcdguard.service.election import AlwaysLeader, EtcdLeaseElector, LeaderElector
-from etcdguard.service.http import Endpoints, HttpServer, loop_health
+from etcdguard.service.http import CachedValue, Endpoints, HttpServer, load_token, loop_health
 from etcdguard.service.metrics import ServiceMetrics
 from etcdguard.service.preflight import validate_settings, wait_for_store
 from etcdguard.service.schedule import cron_trigger
@@ -87,9 +87,11 @@ class Daemon:
         self.dependencies = {"store": Dependency(), "etcd": Dependency()}
         self._scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 300})
+        self._entries = CachedValue(lambda: safe_entries(self.runtime.catalog()),
+                                    settings.service.health_interval_seconds)
         self._http = HttpServer(settings.service.listen, Endpoints(
             healthz=self._healthz, readyz=self._readyz, metrics=metrics.render,
-            backups=self._backups, status=self._status))
+            backups=self._backups, status=self._status), token=load_token(settings.service.api_token_file))
 
     # -- signals: flags only ---------------------------------------------------------------
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -136,22 +138,29 @@ class Daemon:
             if dep.up is not None:
                 self.runtime.service_metrics.dependency(name, dep.up)
 
-    def _backups(self) -> tuple[int, Any]:
+    def _backups(self, detail: bool) -> tuple[int, Any]:
         try:
-            return 200, [e.to_dict() for e in safe_entries(self.runtime.catalog())]
+            entries: list[BackupEntry] = self._entries.get()
         except EtcdGuardError as exc:
-            return 503, {"error": str(exc)}
+            return 503, {"error": str(exc) if detail else "the backup catalog cannot be read"}
+        return 200, [e.to_dict(detail=detail) for e in entries]
 
-    def _status(self) -> tuple[int, Any]:
+    def _status(self, detail: bool) -> tuple[int, Any]:
         rt = self.runtime
         report = rt.report
+        jobs_view = {name: vars(state) if detail else {k: v for k, v in vars(state).items() if k != "last_error"}
+                     for name, state in sorted(rt.jobs.items())}
+        health: Any = None
+        if report is not None:
+            health = report.to_dict() if detail else {
+                "status": report.severity.value, "checks": {r.name: r.severity.value for r in report.results}}
         return 200, {
-            "replica": self.replica,
+            "replica": self.replica if detail else None,
             "leader": rt.elector.is_leader(),
-            "leader_id": rt.elector.leader_id(),
+            "leader_id": rt.elector.leader_id() if detail else None,
             "cluster": rt.settings.backup.cluster_name,
-            "jobs": {name: vars(state) for name, state in sorted(rt.jobs.items())},
-            "health": report.to_dict() if report is not None else None,
+            "jobs": jobs_view,
+            "health": health,
         }
 
     # -- scheduling ------------------------------------------------------------------------

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from etcdguard.backup.catalog import trust_from_settings
 from etcdguard.backup.keys import load_identities
 from etcdguard.backup.pipeline import preflight, request_from_settings
 from etcdguard.config import EtcdConfig, LocalStoreConfig, Settings
 from etcdguard.errors import ConfigError, StorageError, StorageUnavailableError
 from etcdguard.etcd.client import TLSFiles, parse_endpoint
-from etcdguard.service.http import parse_listen
+from etcdguard.service.http import load_token, parse_listen
 from etcdguard.service.schedule import cron_trigger
 from etcdguard.storage import open_store
 from etcdguard.storage.base import BlobStore
@@ -40,6 +41,10 @@ def validate_settings(settings: Settings) -> None:
         cron_trigger(svc.verify_cron)
     parse_listen(svc.listen)
     preflight(request_from_settings(settings))  # recipients and signing key load, or fail closed
+    if trust_from_settings(settings).keys == ():
+        raise ConfigError("no trusted signing key: set signing.key_file or signing.public_keys (the service "
+                          "counts only signed backups), or signing.allow_unsigned: true to run unsigned")
+    load_token(svc.api_token_file)
     if svc.verify_after_snapshot or svc.verify_cron:
         if settings.encryption.identity_file is not None:
             load_identities(settings.encryption.identity_file)

@@ -108,7 +108,7 @@ def test_a_swapped_object_under_the_original_manifest_is_refused(backup, cli: CL
     pyrage.encrypt_io(io.BytesIO(zstandard.ZstdCompressor().compress(b"forged" * 999)), out, [recipient])
     (backup_dir / "snapshot.db.zst.age").write_bytes(out.getvalue())
     result = download(cli, backup_dir, backup_id, keys.identity, tmp_path / "out.db")
-    assert_one_line_error(result, 6, "does not match the manifest")
+    assert_one_line_error(result, 6, "its manifest says")
     assert not (tmp_path / "out.db").exists()
 
 
