@@ -219,7 +219,7 @@ class HttpServer:
             if self._sock.family == socket.AF_INET6:
                 self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             self._sock.bind((host, port))
-            self._sock.listen(128)
+            self._sock.listen(1024)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
         self._sock.setblocking(False)
