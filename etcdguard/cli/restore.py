@@ -252,6 +252,10 @@ def _run_new(cfg: Settings, printer: _Printer, quiet: bool, as_json: bool, *, ba
     diag = session.diagnose(cfg, catalog, etcdutl=etcdutl)
     if not quiet:
         _print_diagnosis(diag)
+    if diag.local is None:
+        raise ConfigError(f"no local etcd member found in {diag.run_mode} run mode (no etcd.yaml in "
+                          f"{diag.manifests_dir}, no restore.member in the configuration)"
+                          + session.kit_hint(diag, catalog))
     rec: Recommendation | None = None
     if plan_file is not None and not plan_only:
         keys = None if skip_signature else (opt.verify_keys(cfg, False) if cfg.signing.public_keys

@@ -209,12 +209,32 @@ def _old_members(diag: Diagnosis) -> list[OldMember]:
     return list(out.values())
 
 
+def kit_hint(diag: Diagnosis, catalog: Catalog | None) -> str:
+    """On a node with no etcd manifest and no PKI: which control-plane kit to restore first."""
+    if diag.local is not None or diag.run_mode != "kubeadm" or catalog is None:
+        return ""
+    if (diag.manifests_dir.parent / "pki").exists():
+        return ""
+    from etcdguard.kit.catalog import matching_kit
+
+    a = diag.assessment
+    at = a.newest_backup.created_at if a.newest_backup else a.taken_at
+    try:
+        match = matching_kit(catalog.store, a.cluster_name, at, catalog.trust.keys)
+    except EtcdGuardError:
+        return ""
+    if match is None:
+        return "; no control-plane kit of this cluster was found either"
+    return (f"; this node has no etcd manifest and no PKI: restore the control-plane kit first "
+            f"(kit {match.entry.kit_id}: {match.reason}): etcdguard kit restore {match.entry.kit_id}, "
+            "then run etcdguard restore again")
+
+
 def _plan_members(diag: Diagnosis, single: bool) -> list[PlanMember]:
     local = diag.local
     if local is None:
         raise ConfigError("no local etcd member found: no etcd.yaml in the manifests dir and no restore.member "
-                          "in the configuration (a new node needs one of them, or the control-plane kit: "
-                          "etcdguard kit restore)")
+                          "in the configuration")
     me = PlanMember(name=local.name, peer_urls=list(local.peer_urls), client_urls=list(local.client_urls))
     if single:
         return [me]

@@ -3,6 +3,7 @@ data, and pre-flight refusals (quota, full disk) that change nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,10 +14,12 @@ import pexpect
 import pytest
 import yaml
 
+from etcdguard.backup.keys import generate_keys
 from tests.integration.restore_command_nodes import CmdNode, cmd_nodes, make_nodes, node_setups, start_all  # noqa: F401
-from tests.integration.restore_fixtures import Setup, wait_serving
-from tests.integration.snapshot_fixtures import require_etcd
+from tests.integration.restore_fixtures import Setup, cli_env, wait_serving, write_config
+from tests.integration.snapshot_fixtures import CLI, require_etcd
 from tests.support.etcd_cluster import installation
+from tests.support.kubeadm import make_kubeadm_node
 from tests.support.require import missing
 
 pytestmark = pytest.mark.integration
@@ -108,3 +111,23 @@ def test_interactive_then_yes_and_preflight_refusals(tmp_path: Path, cmd_nodes: 
     assert "(b) recover from the surviving member's data" in result.stderr and "stopped, db" in result.stderr
     with wait_serving(node.client_url, None) as c:
         assert c.get(b"/registry/pods/default/newer") == b"only on disk"
+
+
+def test_a_node_without_manifest_and_pki_is_offered_the_matching_kit(tmp_path: Path) -> None:
+    keys = generate_keys(tmp_path / "keys")
+    node = make_kubeadm_node(tmp_path / "old", client_port=22379, peer_port=22380, metrics_port=22381,
+                             apiserver_port=26443)
+    empty = tmp_path / "new" / "etc" / "kubernetes" / "manifests"
+    empty.mkdir(parents=True)
+    config = write_config(tmp_path / "etcdguard.yaml", store=str(tmp_path / "store"), seaweed=None, keys=keys,
+                          cluster="kitty", state_dir=tmp_path / "state", restore={"manifests_dir": str(empty)})
+    home = tmp_path / "home"
+    home.mkdir()
+    s = Setup(config, keys, CLI(home, cli_env(None)), tmp_path / "state")
+    saved = s.run("kit", "save", "--pki-dir", str(node.pki_dir), "--manifests-dir", str(node.manifests_dir),
+                  "--cluster-id", "abc123", "-o", "json")
+    assert saved.returncode == 0, saved.stderr
+    kit_id = json.loads(saved.stdout)["kit_id"]
+    result = s.run("restore", "--yes")
+    assert result.returncode == 3, result.stderr
+    assert f"etcdguard kit restore {kit_id}" in result.stderr and "no PKI" in result.stderr

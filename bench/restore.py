@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Benchmark: ``etcdguard restore`` vs the raw sequence an operator would type, from SeaweedFS.
+
+    python bench/restore.py                      # >= 500 MB db, 1 and 3 members
+    python bench/restore.py --size-mb 100 --members 1
+
+Builds one etcd 3.5.16 db of ``--size-mb`` MB with Kubernetes-like keys, takes one real backup
+(zstd + age + signed manifest) into a SeaweedFS bucket on 127.0.0.1, then for each member count,
+interleaved in the same run:
+
+* raw: download the object (boto3), ``age -d | zstd -d`` to a snapshot file, ``etcdutl snapshot
+  restore`` per member (with the same --bump-revision/--mark-compacted), start every member and
+  wait until each serves;
+* etcdguard: ``etcdguard restore --yes`` on one node (command run mode), or ``--plan-only
+  --plan-file`` then every member's part in parallel; the fetch time comes from the journal.
+
+Prints wall seconds, the fetch ratio (target < 1.0: download, decryption and decompression
+stream to disk in one pass) and the whole-command ratio (target <= 1.3, pre-flight and health
+waits included). Everything it starts is stopped and removed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for p in (REPO, REPO / "bench"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from verify import fill  # noqa: E402 - bench/verify.py
+
+from etcdguard.backup.keys import generate_keys, load_signing_key, parse_recipients  # noqa: E402
+from etcdguard.backup.pipeline import BackupRequest, take_backup  # noqa: E402
+from etcdguard.config import EtcdConfig, S3StoreConfig  # noqa: E402
+from etcdguard.etcd.local import wait_until_serving  # noqa: E402
+from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, restore  # noqa: E402
+from etcdguard.restore.recommend import bump_amount  # noqa: E402
+from etcdguard.storage import open_store  # noqa: E402
+from tests.integration.restore_command_nodes import CmdNode, make_nodes  # noqa: E402
+from tests.integration.restore_fixtures import write_config  # noqa: E402
+from tests.support.etcd_cluster import etcd_cluster, installation  # noqa: E402
+from tests.support.seaweed import SeaweedS3  # noqa: E402
+
+MB = 1_000_000
+
+
+def raw(s3: Any, bucket: str, key: str, identity: Path, tool: SnapshotTool, nodes: list[CmdNode], bump: int,
+        work: Path) -> tuple[float, float]:
+    """What an operator types; returns (fetch seconds, total seconds)."""
+    began = time.monotonic()
+    obj, snap = work / "snapshot.db.zst.age", work / "snapshot.db"
+    s3.download_file(bucket, key, str(obj))
+    with snap.open("wb") as out:
+        age = subprocess.Popen(["age", "-d", "-i", str(identity), str(obj)], stdout=subprocess.PIPE)
+        subprocess.run(["zstd", "-d", "-q", "-c"], stdin=age.stdout, stdout=out, check=True)
+        assert age.stdout is not None
+        age.stdout.close()
+        if age.wait() != 0:
+            raise RuntimeError("age -d failed")
+    fetched = time.monotonic() - began
+    cluster = {n.name: [n.peer_url] for n in nodes}
+    for n in nodes:
+        restore(tool, RestoreSpec(snapshot=snap, data_dir=n.data_dir, name=n.name, initial_cluster=cluster,
+                                  token="raw", bump_revision=bump, mark_compacted=True))
+    for n in nodes:
+        n.start()
+    for n in nodes:
+        wait_until_serving(n.client_url, 300, lambda: None)
+    return fetched, time.monotonic() - began
+
+
+def journal_fetch(state: Path) -> float:
+    """The fetch step's seconds from a node's newest restore journal."""
+    path = max((state / "journal").glob("restore-*.json"), key=lambda p: p.stat().st_mtime)
+    steps = json.loads(path.read_text())["steps"]
+    return float(next(s["seconds"] for s in steps if s["name"] == "fetch"))
+
+
+def guarded(configs: list[Path], nodes: list[CmdNode], env: dict[str, str], work: Path) -> tuple[float, float]:
+    """``etcdguard restore``; returns (fetch seconds, total seconds)."""
+    exe = shutil.which("etcdguard") or "etcdguard"
+    began = time.monotonic()
+    if len(nodes) == 1:
+        subprocess.run([exe, "--config", str(configs[0]), "-q", "restore", "--yes", "--backup", "latest"],
+                       env=env, check=True)
+    else:
+        plan = work / "plan.json"
+        subprocess.run([exe, "--config", str(configs[0]), "-q", "restore", "--plan-only", "--plan-file", str(plan),
+                        "--backup", "latest"], env=env, check=True)
+        procs = [subprocess.Popen([exe, "--config", str(c), "-q", "restore", "--plan-file", str(plan), "--member",
+                                   n.name, "--yes"], env=env) for c, n in zip(configs, nodes, strict=True)]
+        if any(p.wait() != 0 for p in procs):
+            raise RuntimeError("a member's restore failed")
+    total = time.monotonic() - began
+    return max(journal_fetch(n.base / "state") for n in nodes), total
+
+
+def run(args: argparse.Namespace, base: Path) -> int:
+    install = installation("3.5.16")
+    if install is None:
+        print("etcd 3.5.16 is not installed (scripts/install-test-deps.sh)")
+        return 2
+    tool = SnapshotTool.of(install)
+    keys = generate_keys(base / "keys")
+    with SeaweedS3(base / "seaweed") as weed:
+        bucket = weed.create_bucket("bench-restore")
+        os.environ.update({"AWS_ACCESS_KEY_ID": weed.access_key, "AWS_SECRET_ACCESS_KEY": weed.secret_key,
+                           "AWS_DEFAULT_REGION": "us-east-1"})
+        store = open_store(S3StoreConfig(bucket=bucket, endpoint_url=weed.endpoint_url, addressing_style="path"))
+        print(f"building a {args.size_mb} MB etcd db ...", flush=True)
+        with etcd_cluster(base / "src", "3.5.16", extra_args=["--quota-backend-bytes", str(8 << 30)]) as src:
+            count = fill(src.endpoints[0], args.size_mb, args.value_kb, args.threads)
+            request = BackupRequest(etcd=EtcdConfig(endpoints=src.endpoints), cluster_name="bench",
+                                    recipients=parse_recipients([keys.recipient_text]),
+                                    recipient_texts=[keys.recipient_text],
+                                    signing_key=load_signing_key(keys.signing_key))
+            manifest = take_backup(request, store).manifest
+        print(f"  {count} keys, snapshot {manifest.snapshot.size / MB:.0f} MB, stored "
+              f"{manifest.stored.size / MB:.0f} MB", flush=True)
+        key = f"bench/{manifest.backup_id}/{manifest.stored.key}"
+        bump = bump_amount(manifest.hashkv.revision, manifest.hashkv.revision)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDGUARD_")}
+        env["PYTHONPATH"] = str(REPO)
+        results = []
+        for members in args.members:
+            for round_ in range(args.rounds):
+                work = base / f"m{members}-r{round_}"
+                raw_nodes = make_nodes(work / "raw", install, members)
+                try:
+                    raw_fetch, raw_total = raw(weed.client(), bucket, key, keys.identity, tool, raw_nodes, bump,
+                                               work / "raw")
+                finally:
+                    for n in raw_nodes:
+                        n.kill()
+                nodes = make_nodes(work / "eg", install, members)
+                configs = [write_config(n.base / "etcdguard.yaml", store=bucket, seaweed=weed, keys=keys,
+                                        cluster="bench", state_dir=n.base / "state",
+                                        etcd={"endpoints": [m.client_url for m in nodes]},
+                                        restore={**n.restore_config(), "start_timeout": 600})
+                           for n in nodes]
+                try:
+                    eg_fetch, eg_total = guarded(configs, nodes, env, work)
+                finally:
+                    for n in nodes:
+                        n.kill()
+                shutil.rmtree(work, ignore_errors=True)
+                results.append({"members": members, "round": round_, "raw_fetch_s": round(raw_fetch, 2),
+                                "etcdguard_fetch_s": round(eg_fetch, 2), "raw_total_s": round(raw_total, 2),
+                                "etcdguard_total_s": round(eg_total, 2),
+                                "fetch_ratio": round(eg_fetch / raw_fetch, 3),
+                                "total_ratio": round(eg_total / raw_total, 3)})
+                print(json.dumps(results[-1]), flush=True)
+    print(f"{'members':>7} {'raw fetch':>10} {'eg fetch':>9} {'ratio':>6} {'raw total':>10} {'eg total':>9} "
+          f"{'ratio':>6}  (targets: fetch < 1.0, total <= 1.3)")
+    for r in results:
+        print(f"{r['members']:>7} {r['raw_fetch_s']:>10} {r['etcdguard_fetch_s']:>9} {r['fetch_ratio']:>6} "
+              f"{r['raw_total_s']:>10} {r['etcdguard_total_s']:>9} {r['total_ratio']:>6}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=520, help="etcd db size to build (MB)")
+    parser.add_argument("--value-kb", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--members", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="etcdguard-bench-restore-", dir=args.workdir))
+    try:
+        return run(args, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
