@@ -15,7 +15,7 @@ from etcdguard.cli import options as opt
 from etcdguard.cli.common import OutputFormat, exit_codes_epilog, handle_errors, print_json, settings, stderr, stdout
 from etcdguard.cli.render import human_age, human_bytes, when
 from etcdguard.config import Settings
-from etcdguard.errors import AbortedError, ConfigError, EtcdGuardError
+from etcdguard.errors import AbortedError, BackupNotFoundError, ConfigError, EtcdGuardError
 from etcdguard.etcd.connect import first_reachable
 from etcdguard.kit.catalog import KitCatalog, KitEntry
 from etcdguard.kit.collect import CollectOptions
@@ -310,6 +310,39 @@ def restore(
     stdout.print("Then regenerate the rest with kubeadm, in this order:")
     for number, (command, why) in enumerate(kubeadm_commands(manifest, plan.root), 1):
         stdout.print(f"  {number}. {escape(command)}\n     {escape(why)}")
+
+
+@kit_app.command("delete")
+def delete(
+    ctx: typer.Context,
+    kit_id: Annotated[str, typer.Argument(help="Kit id (exact).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Delete even the newest trusted kit.")] = False,
+    signing_pub: opt.SigningPub = None,
+    store: opt.Store = None,
+    s3_endpoint_url: opt.S3Endpoint = None,
+    cluster_name: opt.Cluster = None,
+) -> None:
+    """Delete one kit (untrusted ones too); refuses the newest trusted kit without --force."""
+    overrides = {**opt.store_overrides(store, s3_endpoint_url, cluster_name),
+                 "signing.public_keys": signing_pub or None}
+    with handle_errors():
+        cfg = settings(ctx, overrides)
+        catalog = _catalog(cfg)
+        if kit_id not in catalog.kit_ids():
+            raise BackupNotFoundError(f"no kit {kit_id!r} for cluster {catalog.cluster!r} in {catalog.store.url} "
+                                      "(delete needs the exact id)")
+        newest = catalog.newest_trusted(_listing_keys(cfg, False))
+        if newest is not None and newest.kit_id == kit_id and not force:
+            raise AbortedError(f"kit {kit_id} is the newest trusted kit: the only record of the CAs and keys "
+                               "in effect now; pass --force to delete it anyway")
+        if not yes:
+            if not stdout.is_terminal and not stderr.is_terminal:
+                raise AbortedError("not deleting without confirmation; pass --yes in scripts")
+            if not typer.confirm(f"delete kit {kit_id} from {catalog.store.url}?", default=False):
+                raise AbortedError("not deleted")
+        catalog.delete(kit_id)
+    stdout.print(f"deleted kit {kit_id}")
 
 
 def register(app: typer.Typer) -> None:

@@ -36,6 +36,7 @@ PKI_FILES: dict[str, FileRole] = {
     "etcd/ca.crt": "ca-cert", "etcd/ca.key": "ca-key",
     "sa.key": "sa-key", "sa.pub": "sa-pub",
 }
+CA_NAMES = {"ca.key": "cluster CA", "front-proxy-ca.key": "front-proxy CA", "etcd/ca.key": "etcd CA"}
 ENCRYPTION_FLAG = "--encryption-provider-config"
 MAX_FILE_BYTES = 4 << 20
 MAX_KIT_BYTES = 64 << 20
@@ -230,9 +231,10 @@ def collect(options: CollectOptions) -> Collection:
                 add(_read_file(path, role))
     else:
         notes.append(f"no PKI dir at {pki}")
-    missing = [rel for rel, role in PKI_FILES.items() if role == "ca-key" and not (pki / rel).is_file()]
+    missing = [name for rel, name in CA_NAMES.items() if not (pki / rel).is_file()]
     if missing and pki.is_dir():
-        notes.append("CA keys not found (external CA?): " + ", ".join(missing))
+        notes.append(f"no key of the {', '.join(missing)} in {pki} (external CA?): kubeadm cannot issue "
+                     "their certificates from this kit")
 
     manifests = sorted(p for p in manifests_dir.iterdir()
                        if not p.name.startswith(".") and p.is_file()) if manifests_dir.is_dir() else []

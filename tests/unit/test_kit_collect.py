@@ -50,7 +50,7 @@ def test_external_ca_and_missing_encryption_config_are_noted(tmp_path: Path) -> 
     (node.pki_dir / "ca.key").unlink()
     node.encryption_config.unlink()
     found = collect(CollectOptions(node.pki_dir, node.manifests_dir))
-    assert any("CA keys not found" in n and "ca.key" in n for n in found.notes)
+    assert any("no key of the cluster CA in" in n and "external CA" in n for n in found.notes)
     assert any("does not exist" in n and "unreadable" in n for n in found.notes)
 
 
