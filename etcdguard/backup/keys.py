@@ -203,7 +203,7 @@ def unsafe_reason(path: Path) -> str | None:
     if st.st_uid != os.geteuid():
         return f"{path} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
     if st.st_mode & 0o022:
-        return f"{path} is writable by {'group' if st.st_mode & 0o020 else 'others'} (mode {st.st_mode & 0o777:o})"
+        return f"{path} is writable by {'others' if st.st_mode & 0o002 else 'group'} (mode {st.st_mode & 0o7777:o})"
     return None
 
 

@@ -13,6 +13,7 @@ from rich.text import Text
 from etcdguard.backup.catalog import safe_entries
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import OutputFormat, handle_errors, print_json, settings, stderr, stdout
+from etcdguard.cli.render import clean, plain
 from etcdguard.config import Settings
 from etcdguard.errors import EtcdGuardError, ExitCode
 from etcdguard.etcd.cluster import ClusterHealth, MemberHealth, probe_cluster
@@ -86,10 +87,10 @@ def member_table(health: ClusterHealth) -> Table:
     for m in health.members:
         pct = m.quota_percent
         quota = "-" if pct is None else f"{pct:.1f}%" + ("*" if m.quota_source == "assumed" else "")
-        table.add_row(m.display_name, m.id_hex, m.endpoint or "-", _role(m), m.version or "-",
+        table.add_row(clean(m.display_name), m.id_hex, clean(m.endpoint or "-"), _role(m), clean(m.version or "-"),
                       format_bytes(m.db_size), format_bytes(m.db_size_in_use), quota, _num(m.raft_term),
                       _num(m.raft_index), _num(m.raft_applied_index), _num(m.lag),
-                      Text(",".join(m.alarms) or "-", style="bold red" if m.alarms else ""))
+                      Text(plain(",".join(m.alarms)) or "-", style="bold red" if m.alarms else ""))
     return table
 
 
@@ -100,7 +101,7 @@ def _verdict_line(health: ClusterHealth, verdict: QuorumVerdict) -> Text:
         line.append("QUORUM LOST", style="bold red")
         return line.append(f" - no etcd member reachable (tried {', '.join(health.endpoints)})")
     line.append(verdict.headline, style=_STATE_STYLE[verdict.state])
-    return line.append(f" - {verdict.reason}")
+    return line.append(plain(f" - {verdict.reason}"))
 
 
 def print_status(health: ClusterHealth, verdict: QuorumVerdict) -> None:
@@ -110,11 +111,11 @@ def print_status(health: ClusterHealth, verdict: QuorumVerdict) -> None:
     stdout.print(_verdict_line(health, verdict))
     for m in health.members:
         if m.error:
-            stdout.print(Text(f"  {m.display_name}: {m.error}", style="red"))
+            stdout.print(Text(plain(f"  {m.display_name}: {m.error}"), style="red"))
         for err in m.errors:
-            stdout.print(Text(f"  {m.display_name} reports: {err}", style="yellow"))
+            stdout.print(Text(plain(f"  {m.display_name} reports: {err}"), style="yellow"))
     for err in (*health.errors, *health.endpoint_errors):
-        stdout.print(Text(f"  {err}", style="yellow"))
+        stdout.print(Text(plain(f"  {err}"), style="yellow"))
     if any(m.quota_source == "assumed" for m in health.reachable_members):
         stdout.print(Text("  * quota assumed to be etcd's 2 GiB default: set monitor.quota_backend_bytes",
                           style="dim"))

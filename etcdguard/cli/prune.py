@@ -14,7 +14,7 @@ from etcdguard.backup.retention import RetentionDecision, execute_retention, pla
 from etcdguard.cli import options as opt
 from etcdguard.cli.backups import backups_app, leftovers_table
 from etcdguard.cli.common import OutputFormat, handle_errors, print_json, settings, stderr, stdout
-from etcdguard.cli.render import when
+from etcdguard.cli.render import clean, when
 from etcdguard.config import RetentionConfig
 from etcdguard.errors import AbortedError
 
@@ -59,7 +59,7 @@ def _table(decision: RetentionDecision, entries: list[BackupEntry], title: str) 
         why = ", ".join(decision.reasons(e.backup_id))
         if e.backup_id in decision.problems:
             why = f"{why}: {decision.problems[e.backup_id]}" if why else decision.problems[e.backup_id]
-        table.add_row(e.backup_id, when(e.created_at), e.verification_state, f"[{style}]{action}[/]", why)
+        table.add_row(e.backup_id, when(e.created_at), e.verification_state, f"[{style}]{action}[/]", clean(why))
     return table
 
 

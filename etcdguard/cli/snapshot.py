@@ -31,7 +31,7 @@ from etcdguard.cli.common import (
     stdout,
 )
 from etcdguard.cli.kit import kit_after_snapshot
-from etcdguard.cli.render import human_bytes
+from etcdguard.cli.render import clean, human_bytes
 from etcdguard.etcd.connect import SourceCandidate
 from etcdguard.steps import StepRecord, StepState
 
@@ -156,7 +156,7 @@ def snapshot(
         print_json(info)
         return
     stdout.print(f"[bold green]backup {info['backup_id']}[/] of cluster {info['cluster']} -> {info['store']}")
-    stdout.print(f"  source      {info['source_member']} (etcd {info['etcd_version']}), "
+    stdout.print(f"  source      {clean(info['source_member'])} (etcd {clean(info['etcd_version'])}), "
                  f"revision {info['revision']}, {info['keys']} keys")
     stdout.print(f"  size        {human_bytes(info['snapshot_bytes'])} snapshot -> "
                  f"{human_bytes(info['stored_bytes'])} stored (ratio {info['compression_ratio']}x)")

@@ -13,6 +13,7 @@ from rich.table import Table
 from etcdguard.backup.catalog import Catalog, safe_entries, to_verify
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import OutputFormat, fail, handle_errors, print_json, settings, state, stderr, stdout
+from etcdguard.cli.render import clean
 from etcdguard.errors import ExitCode, IntegrityError
 from etcdguard.steps import StepRecord, StepState, step_line
 from etcdguard.verify import VerificationReport, Verifier, options_from_settings, sandbox_factory
@@ -68,13 +69,13 @@ def _render(report: VerificationReport) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    version = v.etcd_version_used + ("" if v.etcd_version_exact else " [yellow](nearest available)[/]")
+    version = clean(v.etcd_version_used) + ("" if v.etcd_version_exact else " [yellow](nearest available)[/]")
     rows = [
-        ("backup", v.backup_id), ("verdict", verdict), ("reason", v.reason or "-"),
+        ("backup", v.backup_id), ("verdict", verdict), ("reason", clean(v.reason) or "-"),
         ("hash proof", v.hash_proof or "-"),
         ("key counts", {True: "match", False: "[red]differ[/]", None: "-"}[v.key_counts_match]),
         ("snapshot rev", str(v.snapshot_revision) if v.snapshot_revision is not None else "-"),
-        ("etcd", version or "-"), ("sandbox", v.sandbox or "-"),
+        ("etcd", version or "-"), ("sandbox", clean(v.sandbox) or "-"),
         ("took", f"{v.steps.get('total', 0.0):.1f}s"),
         ("recorded", "signed verification.json" if v.signing_key_id else "[red]UNSIGNED[/] verification.json"),
     ]
@@ -82,7 +83,7 @@ def _render(report: VerificationReport) -> None:
         table.add_row(name, value)
     stdout.print(table)
     for line in report.differences:
-        stdout.print(f"  [red]differs[/] {line}")
+        stdout.print(f"  [red]differs[/] {clean(line)}")
 
 
 def verify_command(

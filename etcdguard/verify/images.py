@@ -26,7 +26,7 @@ from typing import Any
 from etcdguard.errors import SandboxUnavailableError
 from etcdguard.etcd.binaries import EtcdInstallation, EtcdVersion
 from etcdguard.etcd.tools import child_env, has_etcdutl
-from etcdguard.verify.hosttools import is_elf, pick_host_etcd
+from etcdguard.verify.hosttools import is_elf, pick_host_etcd, sandbox_version
 from etcdguard.verify.workdirs import private_tempdir, remove_tree
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ def _pull(client: Any, ref: str, timeout: float) -> Any | None:
 def resolve_image(client: Any, wanted: str, *, configured: str | None, pull: bool, pull_timeout: float,
                   etcd_path: Iterable[Path] = ()) -> EtcdImage:
     """Find or make an image for etcd ``wanted`` (see the module docstring)."""
+    wanted = sandbox_version(wanted, etcd_path) or wanted  # never 3.5.0-3.5.2 by default
     ref = image_name(configured, wanted)
     found = _get(client, ref)
     if found is not None:

@@ -45,6 +45,7 @@ from etcdguard.errors import (
 from etcdguard.etcd.client import MemberClient
 from etcdguard.steps import Journal, StepListener, StepRecord, StepRunner, StepState, prune_journals
 from etcdguard.verify.compare import HashProof, diff_key_counts, judge_hash, judge_hash_error, summarize
+from etcdguard.verify.hosttools import affected
 from etcdguard.verify.sandbox import RunningEtcd, Sandbox, SnapshotStatus
 from etcdguard.verify.workdirs import private_tempdir, remove_tree, sweep_stale_workdirs
 
@@ -234,8 +235,8 @@ class Verifier:
             for name, seconds in running.timings.items():
                 found.timings[f"restore.{name}"] = round(seconds, 3)
             if not running.exact:
-                found.notes.append(f"etcd {version or '(unknown)'} not available: verified with "
-                                   f"etcd {running.version}")
+                why = "has a data-inconsistency bug (3.5.0-3.5.2)" if version and affected(version) else "not available"
+                found.notes.append(f"etcd {version or '(unknown)'} {why}: verified with etcd {running.version}")
             self._check_restored(steps, found, manifest, running, status, pool)
             with steps.step("teardown"), interrupts.deferred():
                 sandbox.stop()

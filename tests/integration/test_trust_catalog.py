@@ -106,3 +106,20 @@ def test_without_trusted_keys_nothing_counts(bucket: Bucket) -> None:
                         env=env)
     assert pruned.returncode == 0 and json.loads(pruned.stdout)["deleted"] == []
     assert set(bucket.ids()) == set(bucket.real)
+
+
+def test_planted_strings_are_shown_not_obeyed(bucket: Bucket) -> None:
+    """A manifest whose member name and version carry Rich markup and terminal escapes."""
+    from etcdguard.backup.manifest import MANIFEST_NAME, seal_manifest
+
+    hostile = "[red]evil[/red]\x1b[2J"
+    m = bucket.manifest(bucket.real[-1])
+    decoy_id = "20261129T000000Z-bad001"
+    decoy = m.model_copy(update={"backup_id": decoy_id, "source": m.source.model_copy(
+        update={"name": hostile, "etcd_version": hostile})})
+    bucket.store().put_bytes(f"default/{decoy_id}/{MANIFEST_NAME}", seal_manifest(decoy, None))
+    for args in (["backups", "list"], ["backups", "show", decoy_id]):
+        result = bucket.cli(*args, env=bucket.env)
+        assert result.returncode == 0, result.stderr
+        assert "[red]evil[/red]" in result.stdout and "\\x1b[2J" in result.stdout, result.stdout
+        assert "\x1b" not in result.stdout + result.stderr
