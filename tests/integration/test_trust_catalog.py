@@ -123,3 +123,33 @@ def test_planted_strings_are_shown_not_obeyed(bucket: Bucket) -> None:
         assert result.returncode == 0, result.stderr
         assert "[red]evil[/red]" in result.stdout and "\\x1b[2J" in result.stdout, result.stdout
         assert "\x1b" not in result.stdout + result.stderr
+
+
+def test_a_genuine_record_replayed_under_another_id_cluster_or_type_fails(bucket: Bucket, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Copies of real signed records, moved by a bucket writer, are refused by download (exit 6)
+    and counted as untrusted by the catalog."""
+    from etcdguard.backup.manifest import ENCRYPTED_OBJECT, MANIFEST_NAME, VERIFICATION_NAME
+
+    store, (older, newer) = bucket.store(), bucket.real
+    bucket.sign_verdict(newer)
+    replays = {
+        "another id": ("default", "20261129T235959Z-0c0c0c", MANIFEST_NAME),
+        "another cluster": ("staging", newer, MANIFEST_NAME),
+        "another type": ("default", "20261129T235958Z-0d0d0d", VERIFICATION_NAME),
+    }
+    for cluster, backup_id, source in replays.values():
+        for name in (ENCRYPTED_OBJECT, source):
+            data = store.get_bytes(f"default/{newer}/{name}")
+            store.put_bytes(f"{cluster}/{backup_id}/{MANIFEST_NAME if name == source else name}", data)
+    for what, (cluster, backup_id, _) in replays.items():
+        result = bucket.cli("backups", "download", backup_id, "--cluster-name", cluster, "-o",
+                            str(tmp_path / f"{backup_id}.db"), "--identity", str(bucket.keys.identity), env=bucket.env)
+        assert_one_line_error(result, 6, "manifest of")
+        assert not (tmp_path / f"{backup_id}.db").exists(), what
+    listed = json.loads(bucket.cli("backups", "list", "-o", "json", env=bucket.env).stdout)
+    trust = {b["backup_id"]: b["trust"] for b in listed}
+    assert trust == {older: "trusted", newer: "trusted", "20261129T235959Z-0c0c0c": "untrusted",
+                     "20261129T235958Z-0d0d0d": "unreadable"}
+    staging = json.loads(bucket.cli("backups", "list", "--cluster-name", "staging", "-o", "json",
+                                    env=bucket.env).stdout)
+    assert [(b["backup_id"], b["trust"]) for b in staging] == [(newer, "untrusted")]
