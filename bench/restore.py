@@ -79,11 +79,10 @@ def raw(s3: Any, bucket: str, key: str, identity: Path, tool: SnapshotTool, node
     return fetched, time.monotonic() - began
 
 
-def journal_fetch(state: Path) -> float:
-    """The fetch step's seconds from a node's newest restore journal."""
+def journal_steps(state: Path) -> dict[str, float]:
+    """Seconds per step from a node's newest restore journal."""
     path = max((state / "journal").glob("restore-*.json"), key=lambda p: p.stat().st_mtime)
-    steps = json.loads(path.read_text())["steps"]
-    return float(next(s["seconds"] for s in steps if s["name"] == "fetch"))
+    return {s["name"]: float(s["seconds"] or 0.0) for s in json.loads(path.read_text())["steps"]}
 
 
 def guarded(configs: list[Path], nodes: list[CmdNode], env: dict[str, str], work: Path) -> tuple[float, float]:
@@ -102,7 +101,9 @@ def guarded(configs: list[Path], nodes: list[CmdNode], env: dict[str, str], work
         if any(p.wait() != 0 for p in procs):
             raise RuntimeError("a member's restore failed")
     total = time.monotonic() - began
-    return max(journal_fetch(n.base / "state") for n in nodes), total
+    steps = [journal_steps(n.base / "state") for n in nodes]
+    print("  etcdguard steps (s): " + ", ".join(f"{k} {max(s[k] for s in steps):.2f}" for k in steps[0]), flush=True)
+    return max(s["fetch"] for s in steps), total
 
 
 def run(args: argparse.Namespace, base: Path) -> int:

@@ -31,7 +31,7 @@ from etcdguard.restore.discovery import parse_initial_cluster, url_port
 from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
 from etcdguard.restore.job import JobParams, Services
 from etcdguard.restore.plan import member_id
-from etcdguard.restore.preflight import owner_of, parse_owner, run_checks, selinux_enabled
+from etcdguard.restore.preflight import Check, owner_of, parse_owner, run_checks, selinux_enabled
 from etcdguard.restore.runmode import CommandRunMode, KubeadmStaticPods, RunMode, SystemdRunMode
 from etcdguard.restore.settings import RestoreConfig
 from etcdguard.steps import Step, StepContext
@@ -200,6 +200,8 @@ class RestoreJob:
                             memory_factor=self.p.memory_factor)
         ctx.save(revision=status.revision, total_keys=status.total_keys, total_size=status.total_size,
                  checks=[c.line() for c in checks], skip_hash_check=skip)
+        if self.plan.single:  # nothing else may still run the old cluster: refuse before any change
+            checks.append(Check("fencing (others)", True, self._fence(remote_only=True)))
         failed = [c for c in checks if not c.ok and (not c.overridable or not self.p.force)]
         if failed:
             raise AbortedError("pre-flight refused the restore, nothing was changed: "
@@ -361,23 +363,36 @@ class RestoreJob:
         return "no restored data in place"
 
     # -- start -------------------------------------------------------------------------------
-    def fence(self, ctx: StepContext) -> str:
+    def _fence(self, *, remote_only: bool) -> str:
+        """Probe the old world; ``remote_only`` leaves out this node's own member and apiserver
+        (they are stopped by later steps)."""
+        local_urls = {*self.local.client_urls, *self.local.peer_urls, *self.local.listen_client_urls,
+                      *self.local.listen_peer_urls}
         targets: list[FenceTarget] = []
         for m in self.plan.old_members:
             targets += [FenceTarget(f"old member {m.name} peer URL", u, "peer", m.name) for u in m.peer_urls]
             targets += [FenceTarget(f"old member {m.name} client URL", u, "client", m.name) for u in m.client_urls]
         apis = list(self.plan.apiserver_endpoints)
-        if self.p.apiserver is not None:
+        if self.p.apiserver is not None and not remote_only:
             apis.append(self.p.apiserver.url)
         targets += [FenceTarget("kube-apiserver", u, "apiserver") for u in dict.fromkeys(apis)]
-        peer_tls = self.p.peer_tls.files()
-        result = check_fence(targets, self.plan.new_cluster_id, peer_tls=peer_tls, client_tls=self.client_tls)
+        if remote_only:
+            mine = {url_port(u) for u in local_urls}
+            if self.p.apiserver is not None:
+                mine.add((self.p.apiserver.host, self.p.apiserver.secure_port))
+            targets = [t for t in targets if url_port(t.url) not in mine]
+        result = check_fence(targets, self.plan.new_cluster_id, peer_tls=self.p.peer_tls.files(),
+                             client_tls=self.client_tls)
         if not result.ok:
             if not self.p.force:
                 raise AbortedError("fencing: the old cluster still answers; the restored data must never meet "
-                                   f"it: {', '.join(result.alive)}. Stop them (or pass --force) and --resume")
+                                   f"it: {', '.join(result.alive)}. Stop them (or pass --force)"
+                                   + ("" if remote_only else " and --resume"))
             return f"FORCED although still answering: {', '.join(result.alive)}"
         return f"{result.checked} old ports and apiservers are down"
+
+    def fence(self, ctx: StepContext) -> str:
+        return self._fence(remote_only=False)
 
     def start_etcd(self, ctx: StepContext) -> str:
         flags: dict[str, str] = {}

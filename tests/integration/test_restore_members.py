@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,34 @@ def test_three_member_backup_restored_with_single_member_on_a_new_node(tmp_path:
         assert [m.name for m in c.member_list()] == ["new0"]
         assert c.get(b"/registry/services/default/api") == b"svc"
     assert "restart every controller" in result.stderr
+
+
+def test_an_old_member_still_answering_is_fenced_off(tmp_path: Path, cmd_nodes: list[CmdNode]) -> None:
+    require_etcd("3.5.16")
+    install = installation("3.5.16")
+    assert install is not None
+    nodes = make_nodes(tmp_path / "nodes", install, 3)
+    cmd_nodes.extend(nodes)
+    start_all(nodes)
+    setups = node_setups(tmp_path, nodes, [n.client_url for n in nodes], "fence")
+    with nodes[0].client() as c:
+        c.put(b"/registry/pods/default/p", b"v")
+    assert setups["m0"].run("snapshot").returncode == 0
+    nodes[2].kill()
+    pid = int(nodes[1].pidfile.read_text())
+    os.kill(pid, signal.SIGSTOP)  # m1 hangs: quorum is lost, but its ports are still open
+    try:
+        db = nodes[0].data_dir / "member" / "snap" / "db"
+        refused = setups["m0"].run("restore", "--yes", "--backup", "latest")
+        assert refused.returncode == 10, refused.stderr
+        assert "fencing" in refused.stderr and "old member m1" in refused.stderr
+        assert "ok stop-etcd" not in refused.stderr and db.exists()
+        with nodes[0].client() as c:
+            c.status()  # m0 was not stopped
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        nodes[1].kill()
+    result = setups["m0"].run("restore", "--yes", "--backup", "latest")
+    assert result.returncode == 0, result.stderr
+    with wait_serving(nodes[0].client_url, None) as c:
+        assert [m.name for m in c.member_list()] == ["m0"] and c.get(b"/registry/pods/default/p") == b"v"
