@@ -59,12 +59,16 @@ class _PlainSink:
                 "refusing it (damaged or forged)")
             raise self.error
         self._file.write(data)
-        joined = self.tail + bytes(data)
-        if len(joined) > TRAILER_BYTES:
-            self.body_hash.update(joined[:-TRAILER_BYTES])
-            self.tail = joined[-TRAILER_BYTES:]
+        view = memoryview(data)
+        if len(view) >= TRAILER_BYTES:  # the held-back tail is body now; hash in place, no copies
+            self.body_hash.update(self.tail)
+            self.body_hash.update(view[:-TRAILER_BYTES])
+            self.tail = bytes(view[-TRAILER_BYTES:])
         else:
-            self.tail = joined
+            joined = self.tail + bytes(view)
+            if len(joined) > TRAILER_BYTES:
+                self.body_hash.update(joined[:-TRAILER_BYTES])
+            self.tail = joined[-TRAILER_BYTES:]
         self.size += len(data)
         if self._on_bytes is not None:
             self._on_bytes(len(data))

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from etcdguard.backup.download import download_backup
@@ -31,7 +32,7 @@ from etcdguard.restore.discovery import parse_initial_cluster, url_port
 from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
 from etcdguard.restore.job import JobParams, Services
 from etcdguard.restore.plan import member_id
-from etcdguard.restore.preflight import Check, owner_of, parse_owner, run_checks, selinux_enabled
+from etcdguard.restore.preflight import Check, check_encryption, owner_of, parse_owner, run_checks, selinux_enabled
 from etcdguard.restore.runmode import CommandRunMode, KubeadmStaticPods, RunMode, SystemdRunMode
 from etcdguard.restore.settings import RestoreConfig
 from etcdguard.steps import Step, StepContext
@@ -191,13 +192,16 @@ class RestoreJob:
 
     def preflight(self, ctx: StepContext) -> str:
         skip = bool(self.plan.source.kind == "survivor" and not self.plan.source.survivor_endpoint)
-        status = snapshot_status(self.tool, self.p.snapshot_path)
-        checks = run_checks(snapshot=self.p.snapshot_path, status=status, data_dir=self.local.data_dir,
+        snapshot = self.p.snapshot_path
+        enc_config = Path(self.p.encryption_config) if self.p.encryption_config else None
+        with ThreadPoolExecutor(1) as pool:  # etcdutl reads the db while the key scan runs here
+            pending = pool.submit(snapshot_status, self.tool, snapshot)
+            encryption = check_encryption(snapshot, enc_config, self.plan.kubernetes)
+            status = pending.result()
+        checks = run_checks(snapshot=snapshot, status=status, data_dir=self.local.data_dir,
                             quota=self.local.quota_backend_bytes, tool=self.tool,
                             server_version=self.p.server_version, bump=self.plan.bump_revision,
-                            kubernetes=self.plan.kubernetes,
-                            encryption_config=Path(self.p.encryption_config) if self.p.encryption_config else None,
-                            memory_factor=self.p.memory_factor)
+                            encryption=encryption, memory_factor=self.p.memory_factor)
         ctx.save(revision=status.revision, total_keys=status.total_keys, total_size=status.total_size,
                  checks=[c.line() for c in checks], skip_hash_check=skip)
         if self.plan.single:  # nothing else may still run the old cluster: refuse before any change

@@ -117,14 +117,12 @@ def check_encryption(snapshot: Path, config: Path | None, kubernetes: bool) -> C
 
 
 def run_checks(*, snapshot: Path, status: SnapshotStatus, data_dir: Path, quota: int | None,
-               tool: SnapshotTool, server_version: str | None, bump: int, kubernetes: bool,
-               encryption_config: Path | None, memory_factor: float) -> list[Check]:
-    """Every pre-flight check that needs the fetched snapshot."""
+               tool: SnapshotTool, server_version: str | None, bump: int, encryption: Check,
+               memory_factor: float) -> list[Check]:
+    """Every pre-flight check that needs the fetched snapshot (``encryption``: :func:`check_encryption`)."""
     size = max(status.total_size, snapshot.stat().st_size)
-    checks = [check_disk(data_dir, size), check_memory(size, memory_factor), check_quota(size, quota),
-              check_tool_version(tool, server_version), check_bump_support(tool, bump),
-              check_encryption(snapshot, encryption_config, kubernetes)]
-    return checks
+    return [check_disk(data_dir, size), check_memory(size, memory_factor), check_quota(size, quota),
+            check_tool_version(tool, server_version), check_bump_support(tool, bump), encryption]
 
 
 def owner_of(path: Path) -> tuple[int, int] | None:
