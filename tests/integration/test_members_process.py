@@ -163,10 +163,14 @@ def test_a_replacement_that_never_starts_is_removed_and_the_next_attempt_works(
 
 
 @pytest.mark.parametrize(("point", "kill_when", "sig"), [
-    ("after the remove", lambda line: "changed: removed member" in line, signal.SIGKILL),
-    ("after the add", lambda line: "changed: added learner" in line, signal.SIGKILL),
-    ("while waiting for catch-up", lambda line: "add-learner" in line and "ok" in line, signal.SIGKILL),
-    ("SIGTERM while waiting for the start", lambda line: "waiting up to" in line, signal.SIGTERM),
+    pytest.param("after the remove", lambda line: "changed: removed member" in line, signal.SIGKILL,
+                 id="sigkill-after-remove"),
+    pytest.param("after the add", lambda line: "changed: added learner" in line, signal.SIGKILL,
+                 id="sigkill-after-add"),
+    pytest.param("while waiting for catch-up", lambda line: "add-learner" in line and "ok" in line, signal.SIGKILL,
+                 id="sigkill-in-catch-up"),
+    pytest.param("SIGTERM while waiting for the start", lambda line: "waiting up to" in line, signal.SIGTERM,
+                 id="sigterm-waiting-for-start"),
 ])
 def test_replace_killed_then_run_again_finishes(cluster35: EtcdCluster, tmp_path: Path, point: str,
                                                 kill_when: Callable[[str], bool], sig: int) -> None:
