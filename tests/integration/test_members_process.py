@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from tests.integration.members_helpers import (
 )
 from tests.support.etcd_cluster import EtcdCluster, etcd_cluster, installation
 from tests.support.require import missing
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.integration]
 KEYS = 300
@@ -57,12 +59,15 @@ def cluster35(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]
 
 
 def replace(cluster: EtcdCluster, workdir: Path, dead: str, new: str, *,
-            kill_when: Callable[[str], bool] | None = None, sig: int = signal.SIGKILL, peer_url: str | None = None,
-            announce: str | None = None, data_dir: Path | None = None) -> tuple[int, str]:
+            kill_when: Callable[[str], bool] | None = None, sig: int = signal.SIGKILL, in_catch_up: bool = False,
+            peer_url: str | None = None, announce: str | None = None,
+            data_dir: Path | None = None) -> tuple[int, str]:
     """Run `member replace` and start the new member from the env file it writes.
 
     ``kill_when``: send ``sig`` (SIGKILL) to the command at the first stderr line matching, then run it
     again (a SIGTERM must end the first run with exit 130 and its one ``interrupted`` line).
+    ``in_catch_up``: at that line, stop (SIGSTOP) the new member so it cannot catch up, and signal
+    the command only once its journal shows the catch-up step running.
     ``announce``: start the new etcd with this (its real) peer URL instead (it then never joins);
     ``data_dir``: start it on this data dir.
     """
@@ -76,7 +81,8 @@ def replace(cluster: EtcdCluster, workdir: Path, dead: str, new: str, *,
         env_file.unlink(missing_ok=True)
         with etcdguard_background(*args) as run:
             if kill_when is not None and attempt == 1:
-                started = _start_until_killed(cluster, run, env_file, kill_when, sig)
+                started = _start_until_killed(cluster, run, env_file, kill_when, sig,
+                                              workdir / "journal" if in_catch_up else None)
                 continue
             if not started:
                 wait_for_file(env_file, run)
@@ -87,8 +93,15 @@ def replace(cluster: EtcdCluster, workdir: Path, dead: str, new: str, *,
 
 
 def _start_until_killed(cluster: EtcdCluster, run: Running, env_file: Path, kill_when: Callable[[str], bool],
-                        sig: int) -> bool:
-    """Start the new member once its env file is out; signal etcdguard at the first matching line."""
+                        sig: int, journal_dir: Path | None) -> bool:
+    """Start the new member once its env file is out; signal etcdguard at the first matching line.
+
+    With ``journal_dir``: signal it while it waits for catch-up instead (see :func:`_stop_in_catch_up`).
+    """
+    if journal_dir is not None:
+        _stop_in_catch_up(cluster, run, env_file, journal_dir)
+        run.finish(60)
+        return True
     started = False
     deadline = time.monotonic() + 120
     while not any(kill_when(line) for line in list(run.lines)):
@@ -102,6 +115,38 @@ def _start_until_killed(cluster: EtcdCluster, run: Running, env_file: Path, kill
     if sig == signal.SIGTERM:
         assert code == 130 and "interrupted" in run.output, run.output[-3000:]
     return started
+
+
+def _stop_in_catch_up(cluster: EtcdCluster, run: Running, env_file: Path, journal_dir: Path) -> None:
+    """SIGKILL etcdguard for sure while it waits for the learner to catch up.
+
+    etcdguard is frozen (SIGSTOP) before the learner starts; the learner starts, joins, and is frozen
+    in turn while more keys are written, so it lags; etcdguard thaws, sees it started, waits for it to
+    catch up (the journal says so), and is killed there. The learner thaws afterwards.
+    """
+    wait_for_file(env_file, run)
+    os.killpg(run.proc.pid, signal.SIGSTOP)
+    learner = start_from_env_file(cluster, env_file)
+    assert learner.process is not None
+    wait_until(lambda: any(m.name == learner.name and m.is_learner for m in member_list(cluster)),
+               what="the learner to join")
+    os.kill(learner.process.pid, signal.SIGSTOP)
+    with cluster.client(next(i for i, m in enumerate(cluster.members) if m.name in voters(cluster))) as c:
+        for i in range(50):
+            c.put(f"/lag/{i}".encode(), b"x")
+    os.killpg(run.proc.pid, signal.SIGCONT)
+    wait_until(lambda: _step_state(journal_dir, "catch-up") == "running", what="the catch-up step")
+    os.killpg(run.proc.pid, signal.SIGKILL)
+    os.kill(learner.process.pid, signal.SIGCONT)
+    assert any(m.is_learner for m in member_list(cluster))  # killed before the promotion
+
+
+def _step_state(journal_dir: Path, step: str) -> str:
+    for path in journal_dir.glob("member-replace-*.json"):
+        with contextlib.suppress(ValueError, OSError):
+            doc = json.loads(path.read_text())
+            return next((s["state"] for s in doc["steps"] if s["name"] == step), "")
+    return ""
 
 
 def assert_three_voters_with_all_data(cluster: EtcdCluster, new: str) -> None:
@@ -168,7 +213,7 @@ def test_a_replacement_that_never_starts_is_removed_and_the_next_attempt_works(
     pytest.param("after the add", lambda line: "changed: added learner" in line, signal.SIGKILL,
                  id="sigkill-after-add"),
     pytest.param("while waiting for catch-up", lambda line: "add-learner" in line and "ok" in line, signal.SIGKILL,
-                 id="sigkill-in-catch-up"),
+                 id="sigkill-in-catch-up"),  # the new member is stopped there: the kill lands in catch-up
     pytest.param("SIGTERM while waiting for the start", lambda line: "waiting up to" in line, signal.SIGTERM,
                  id="sigterm-waiting-for-start"),
 ])
@@ -177,7 +222,8 @@ def test_replace_killed_then_run_again_finishes(cluster35: EtcdCluster, tmp_path
     dead = sorted(m.name for m in member_list(cluster35))[0]
     kill_member(cluster35, dead)
     new = f"k{abs(hash(point)) % 1000}"
-    code, output = replace(cluster35, tmp_path, dead, new, kill_when=kill_when, sig=sig)
+    code, output = replace(cluster35, tmp_path, dead, new, kill_when=kill_when, sig=sig,
+                           in_catch_up=point == "while waiting for catch-up")
     assert code == 0, output
     assert_three_voters_with_all_data(cluster35, new)
 
