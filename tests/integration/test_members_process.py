@@ -228,6 +228,25 @@ def test_replace_killed_then_run_again_finishes(cluster35: EtcdCluster, tmp_path
     assert_three_voters_with_all_data(cluster35, new)
 
 
+def test_a_learner_added_with_a_wrong_peer_url_is_removed_and_added_again(cluster35: EtcdCluster,
+                                                                          tmp_path: Path) -> None:
+    dead = sorted(m.name for m in member_list(cluster35))[0]
+    kill_member(cluster35, dead)
+    typo, real = new_peer_url(), new_peer_url()
+    args = ["member", "replace", dead, "--name", "w1", "--env-file", str(tmp_path / "w1.env"), "--yes",
+            "--journal-dir", str(tmp_path / "journal"), "--endpoints", live_endpoints(cluster35), "--timeout", "2"]
+    with etcdguard_background(*args, "--peer-url", typo) as run:  # killed once the wrong learner is added
+        run.wait_for(lambda line: "changed: added learner" in line)
+        os.killpg(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(30)
+    assert [m.peer_urls for m in member_list(cluster35) if m.is_learner] == [(typo,)]
+    code, output = replace(cluster35, tmp_path, dead, "w1", peer_url=real)
+    assert code == 0, output
+    assert f"was added by an earlier attempt with peer URL {typo}" in output and "changed: removed stale" in output
+    assert all(typo not in m.peer_urls for m in member_list(cluster35))
+    assert_three_voters_with_all_data(cluster35, "w1")
+
+
 def test_replace_on_etcd_3_4(tmp_path: Path) -> None:
     require("3.4.23")
     with etcd_cluster(tmp_path / "c", "3.4.23", size=3) as cluster:
