@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -272,7 +273,7 @@ def _run_new(cfg: Settings, printer: _Printer, quiet: bool, as_json: bool, *, ba
             assert default is not None
             backup = typer.prompt("backup to restore from (id, latest, latest-verified)", default=default.backup_id,
                                   err=True)
-            choice = session.Choice(**{**choice.__dict__, "backup": backup})
+            choice = dataclasses.replace(choice, backup=backup)
         ref, manifest = session.select_backup(diag, catalog, backup)
         rec = session.decide(diag, ref, choice)
         if not quiet:

@@ -177,8 +177,7 @@ def select_backup(diag: Diagnosis, catalog: Catalog | None, selector: str | None
         return None, None
     backup_id = catalog.resolve(selector or "latest")
     manifest = catalog.open(backup_id, catalog.trust.keys)
-    verified = any(r and r.backup_id == backup_id for r in (a.newest_verified,))
-    return BackupRef.from_manifest(manifest, verified), manifest
+    return BackupRef.from_manifest(manifest, catalog.entry(backup_id).verified), manifest
 
 
 def decide(diag: Diagnosis, backup: BackupRef | None, choice: Choice) -> Recommendation:
