@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from etcdguard.errors import ConfigError
+from etcdguard.errors import ConfigError, PermanentError, UsageError
 from etcdguard.restore.settings import RestoreConfig
 
 ENV_PREFIX = "ETCDGUARD_"
@@ -49,6 +50,15 @@ class EtcdConfig(_Model):
     @classmethod
     def _split(cls, v: Any) -> Any:
         return [e.strip() for e in v.split(",") if e.strip()] if isinstance(v, str) else v
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for endpoint in v:
+            parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+            if parts.scheme not in ("http", "https", "unix", "unixs") or not parts.netloc:
+                raise ValueError(f"invalid etcd endpoint {endpoint!r}: expected http(s)://host:port")
+        return v
 
 
 class LocalStoreConfig(_Model):
@@ -244,7 +254,10 @@ class Settings(_Model):
     @field_validator("store", mode="before")
     @classmethod
     def _store_url(cls, v: Any) -> Any:
-        return parse_store_url(v) if isinstance(v, str) else v
+        try:
+            return parse_store_url(v) if isinstance(v, str) else v
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
 
     def store_or_default(self) -> tuple[StoreConfig, bool]:
         """The configured store, or the embedded local default; returns (store, is_default)."""
@@ -301,7 +314,33 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Source:
+    """Where a configuration value came from: a flag, an environment variable, the file, or a default."""
+
+    kind: Literal["flag", "env", "file", "default"]
+    label: str
+
+    def error(self, key: str, message: str) -> PermanentError:
+        """The error for a bad value of ``key`` from here: a flag is a usage error (exit 2)."""
+        if self.kind == "flag":
+            return UsageError(f"{self.label}: {message}")
+        if self.kind == "env":
+            return ConfigError(f"{self.label}: {message} ({key})")
+        if self.kind == "file":
+            return ConfigError(f"config file {self.label}: {key}: {message}")
+        return ConfigError(f"configuration: {key}: {message}")
+
+
+def _leaves(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        out += _leaves(v, key + ".") if isinstance(v, Mapping) and v else [key]
+    return out
+
+
+def _env_layer(environ: Mapping[str, str], sources: dict[str, Source]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV or raw == "":
@@ -313,7 +352,12 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
             dotted = ".".join(p.lower() for p in suffix.split("__"))
         else:
             continue
-        _set_dotted(layer, dotted, raw)
+        source = Source("env", name)
+        try:
+            _set_dotted(layer, dotted, raw)
+        except ConfigError as exc:
+            raise source.error(dotted, exc.message) from None
+        sources[dotted] = source
     return layer
 
 
@@ -333,30 +377,71 @@ def _file_layer(path: Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line naming the first offending key and why."""
+def _error_key(loc: tuple[int | str, ...]) -> str:
+    """The dotted config key of a validation error's location (union tags dropped)."""
+    parts = [str(p) for p in loc if not str(p).startswith(("function-", "tagged-union"))]
+    if len(parts) > 1 and parts[0] == "store" and parts[1] in ("s3", "local"):
+        del parts[1]
+    return ".".join(parts)
+
+
+def _source_of(key: str, sources: Mapping[str, Source]) -> Source:
+    """The source of ``key``: its own, or the nearest enclosing key's (e.g. ``store`` for a URL)."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        found = sources.get(".".join(parts[:n]))
+        if found is not None:
+            return found
+    nested = [s for k, s in sources.items() if k.startswith(key + ".")] if key else []
+    return nested[-1] if nested else Source("default", "")
+
+
+def format_validation_error(err: ValidationError, sources: Mapping[str, Source]) -> PermanentError:
+    """One error naming the first offending key, why, and where its value came from."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "tagged-union")))
+    key = _error_key(tuple(first["loc"]))
     extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {loc or 'config'}: {first['msg']}{extra}"
+    message = first["msg"].removeprefix("Value error, ") + extra
+    return _source_of(key, sources).error(key or "config", message)
 
 
 def load_settings(
     config_file: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build Settings from file, environment and flag overrides (dotted keys, None = not given)."""
+    """Build Settings from file, environment and flag overrides (dotted keys, None = not given).
+
+    ``flag_names`` maps dotted keys to the flag that set them (``--compression-level``), so an
+    invalid value is reported as a usage error of that flag (exit 2); a bad value from an
+    ``ETCDGUARD_*`` variable or the file names that variable or file (exit 3).
+    """
     env = os.environ if environ is None else environ
     path = config_file or (Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else None)
+    sources: dict[str, Source] = {}
     merged: dict[str, Any] = _file_layer(path) if path else {}
-    merged = _deep_merge(merged, _env_layer(env))
+    sources.update(dict.fromkeys(_leaves(merged), Source("file", str(path))))
+    env_layer = _env_layer(env, sources)
+    try:
+        merged = _deep_merge(merged, env_layer)
+    except ConfigError as exc:
+        raise _source_of("store", sources).error("store", exc.message) from None
     flag_layer: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
-        if value is not None:
+        if value is None:
+            continue
+        source = Source("flag", (flag_names or {}).get(dotted) or "--" + dotted.rsplit(".", 1)[-1].replace("_", "-"))
+        try:
             _set_dotted(flag_layer, dotted, value)
-    merged = _deep_merge(merged, flag_layer)
+        except ConfigError as exc:
+            raise source.error(dotted, exc.message) from None
+        sources[dotted] = source
+    try:
+        merged = _deep_merge(merged, flag_layer)
+    except ConfigError as exc:
+        raise _source_of("store", sources).error("store", exc.message) from None
     try:
         return Settings.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path) if path else "configuration")) from None
+        raise format_validation_error(err, sources) from None

@@ -90,8 +90,28 @@ def state(ctx: typer.Context) -> AppState:
 
 
 def settings(ctx: typer.Context, overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Load Settings from the global --config, the environment and this command's flags."""
-    return load_settings(state(ctx).config_file, overrides)
+    """Load Settings from the global --config, the environment and this command's flags.
+
+    An invalid flag value is a usage error naming the flag (exit 2).
+    """
+    return load_settings(state(ctx).config_file, overrides, flag_names=flag_names(ctx, overrides or {}))
+
+
+def flag_names(ctx: typer.Context, overrides: Mapping[str, Any]) -> dict[str, str]:
+    """For each given override, the command-line flag it came from (``backup.compression_level``
+    -> ``--compression-level``): the option named like the key, else the one holding that value."""
+    options = [p for p in ctx.command.params if p.name and p.opts]
+    names: dict[str, str] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        wanted = {dotted.rsplit(".", 1)[-1], dotted.replace(".", "_")}
+        named = [p for p in options if p.name in wanted]
+        holding = [p for p in options if ctx.params.get(p.name or "") is value]
+        chosen = named or (holding if len(holding) == 1 else [])
+        if chosen:
+            names[dotted] = max(chosen[0].opts, key=len)
+    return names
 
 
 def fail(err: EtcdGuardError) -> typer.Exit:

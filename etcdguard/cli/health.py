@@ -49,9 +49,10 @@ STATUS_EPILOG = (
 CHECK_EPILOG = (
     "Exit codes (monitoring-plugin convention, for Nagios, Icinga, Sensu, cron):\n\n"
     "  0  OK\n\n  1  WARNING\n\n  2  CRITICAL (including: no etcd member reachable)\n\n"
-    "  3  UNKNOWN (the check itself could not run: invalid configuration, unreadable TLS files)\n\n"
-    "The backup checks (backup_age, verification) and the leader-change check are skipped here "
-    "and say so; `etcdguard serve` runs them."
+    "  3  UNKNOWN (could not check: invalid configuration, unreadable TLS files)\n\n"
+    "The backup checks (backup_age, verification) run when a store is configured and are skipped "
+    "(saying so) without one. The leader-change check needs a history of probes: it is skipped "
+    "here and says so; `etcdguard serve` runs it."
 )
 
 
@@ -156,7 +157,10 @@ def check(
     = CheckOutput.text,
     metrics_file: Annotated[Path | None, typer.Option(
         "--metrics-file", help="Also write the metrics here (node_exporter textfile collector).")] = None,
-    store: opt.Store = None,
+    store: Annotated[str | None, typer.Option(
+        "--store", help="Check the backups in this store: s3://bucket/prefix, file:///path or a path. "
+                        "Without a store (flag, ETCDGUARD_STORE or config file) the backup checks are skipped.")]
+    = None,
     s3_endpoint_url: opt.S3Endpoint = None,
     cluster_name: opt.Cluster = None,
 ) -> None:

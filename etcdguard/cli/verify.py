@@ -14,7 +14,7 @@ from etcdguard.backup.catalog import Catalog, safe_entries, to_verify
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import OutputFormat, fail, handle_errors, print_json, settings, state, stderr, stdout
 from etcdguard.cli.render import clean
-from etcdguard.errors import ExitCode, IntegrityError
+from etcdguard.errors import ExitCode, IntegrityError, VerificationFailedError
 from etcdguard.steps import StepRecord, StepState, step_line
 from etcdguard.verify import VerificationReport, Verifier, options_from_settings, sandbox_factory
 
@@ -133,6 +133,7 @@ def verify_command(
     printer = StepPrinter(quiet)
     reports: list[dict[str, Any]] = []
     exit_code = ExitCode.OK
+    failed: list[str] = []
     with handle_errors():
         cfg = settings(ctx, overrides)
         if insecure_skip_signature:
@@ -164,10 +165,14 @@ def verify_command(
             reports.append(report.as_dict())
             if output is OutputFormat.table:
                 _render(report)
-            if not report.passed and exit_code is ExitCode.OK:
-                exit_code = ExitCode.VERIFICATION_FAILED
+            if not report.passed:
+                failed.append(f"{target}: {report.verification.reason}")
+                if exit_code is ExitCode.OK:
+                    exit_code = ExitCode.VERIFICATION_FAILED
     if output is OutputFormat.json:
         print_json(reports if unverified else (reports[0] if reports else {}))
+    if failed:  # the one error: line of a failed verification (exit 7)
+        fail(VerificationFailedError(f"{len(failed)} backup(s) do not match their manifest: {'; '.join(failed)}"))
     if exit_code is not ExitCode.OK:
         raise typer.Exit(int(exit_code))
 

@@ -62,7 +62,7 @@ def test_pick_named_member() -> None:
 
 def test_probe_bad_endpoint_is_config_error() -> None:
     with pytest.raises(ConfigError):
-        probe_cluster(EtcdConfig.model_validate({"endpoints": ["ftp://x:1"]}))
+        probe_cluster(EtcdConfig.model_construct(endpoints=["ftp://x:1"]))  # the model itself refuses it
 
 
 def test_probe_missing_tls_file_is_config_error(tmp_path: object) -> None:
