@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import typer
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -117,7 +116,7 @@ def leftovers_table(leftovers: list[Leftover], grace_minutes: float) -> Table:
         table.add_column(col)
     for lo in leftovers:
         state = "" if lo.age_seconds(now) > grace_minutes * 60 else " [yellow](may still be written)[/]"
-        table.add_row(lo.kind, escape(lo.key), f"{human_age(lo.last_activity, now)}{state}",
+        table.add_row(lo.kind, clean(lo.key), f"{human_age(lo.last_activity, now)}{state}",
                       "-" if lo.size is None else human_bytes(lo.size))
     return table
 
@@ -178,7 +177,7 @@ class _DownloadProgress:
     def start(self, manifest: Manifest) -> None:
         if self.bar is not None:
             self.bar.start()
-            self.task = self.bar.add_task(f"download {escape(manifest.backup_id)}", total=manifest.snapshot.size)
+            self.task = self.bar.add_task(f"download {clean(manifest.backup_id)}", total=manifest.snapshot.size)
 
     def advance(self, plain_bytes: int) -> None:
         if self.bar is not None and self.task is not None:
@@ -235,9 +234,9 @@ def download(
     done = (f"({human_bytes(result.size)}, sha256 {result.sha256[:16]}..., revision {m.hashkv.revision}): "
             "digest, signature and etcd trailer checked")
     if result.path is None:
-        stderr.print(f"[green]wrote[/] backup {escape(m.backup_id)} to stdout {done}")
+        stderr.print(f"[green]wrote[/] backup {clean(m.backup_id)} to stdout {done}")
         return
-    stdout.print(f"[green]wrote[/] {escape(str(result.path))} {done}")
+    stdout.print(f"[green]wrote[/] {clean(result.path)} {done}")
     stdout.print(f"restore it with: {restore_command(result.path)}")
 
 
