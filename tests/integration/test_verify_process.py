@@ -80,20 +80,21 @@ def test_content_not_matching_manifest_fails_with_reason(tmp_path: Path, backups
         report.raise_for_result()
 
 
-def test_truncated_object_fails_at_decrypt_and_is_recorded(tmp_path: Path, backups: Backups,
-                                                           workdir: Path) -> None:
+def test_truncated_object_is_refused_before_download_and_recorded(tmp_path: Path, backups: Backups,
+                                                                 workdir: Path) -> None:
     with source_cluster(tmp_path / "src", "3.5.16") as cluster, cluster.client() as client:
         manifest = make_backup(backups, client)
     path = backups.store.path_of(f"{backups.catalog.prefix(manifest.backup_id)}/{ENCRYPTED_OBJECT}")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     events: list[tuple[str, str]] = []
-    with pytest.raises(IntegrityError, match="stored object is damaged"):
+    with pytest.raises(IntegrityError, match=f"the stored object is {len(data) // 2} bytes, its manifest says "
+                                             f"{len(data)}"):
         backups.verifier("process", workdir, on_step=lambda r: events.append((r.name, r.state.value))
                          ).verify(manifest.backup_id)
     assert ("download", "failed") in events
     recorded = _recorded(backups, manifest.backup_id)
-    assert recorded["result"] == "failed" and "damaged" in str(recorded["reason"])
+    assert recorded["result"] == "failed" and "refusing it before download" in str(recorded["reason"])
 
 
 def test_edited_manifest_is_refused_and_recorded(tmp_path: Path, backups: Backups, workdir: Path) -> None:
