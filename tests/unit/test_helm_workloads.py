@@ -253,3 +253,22 @@ def test_every_container_command_parses_with_the_cli(chart: Any) -> None:
                     continue
                 parse_cli(list(args))
     assert {a[0] for a in seen} >= {"snapshot", "kit", "backups", "verify", "serve"}
+
+
+def test_serve_api_token_from_a_secret(chart: Any, tmp_path: Any) -> None:
+    from etcdguard.config import load_settings
+    from tests.support.helm_chart import rendered_config
+
+    values = merged(values_for("serve-full"), {"serve": {"apiToken": {"existingSecret": "api", "key": "t"}}})
+    docs = render(chart, values)
+    pod = pod_spec(one(docs, "Deployment"))
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "api-token"]
+    assert vol["secret"] == {"secretName": "api", "defaultMode": 0o440, "items": [{"key": "t", "path": "token"}]}
+    assert _mounts(pod["containers"][0])["/etc/etcdguard/api-token"]["readOnly"] is True
+    path = tmp_path / "etcdguard.yaml"
+    path.write_text(rendered_config(docs))
+    assert str(load_settings(path, environ={}).service.api_token_file) == "/etc/etcdguard/api-token/token"
+    for cron in (d for d in docs if d["kind"] == "CronJob"):
+        assert not [v for v in pod_spec(cron)["volumes"] if v["name"] == "api-token"]
+    plain = pod_spec(one(render(chart, values_for("serve-full")), "Deployment"))
+    assert not [v for v in plain["volumes"] if v["name"] == "api-token"]

@@ -112,6 +112,9 @@ the environment (each step mounts only the keys it needs).
 {{- /* Verification runs in its own CronJob, never in the control-plane pod. The service saves
        the kit after its snapshots (the CronJob has a kit step of its own). */}}
 {{- $_ = set $base "service" (dict "verify_after_snapshot" false) }}
+{{- if .Values.serve.apiToken.existingSecret }}
+{{- $_ = set $base.service "api_token_file" "/etc/etcdguard/api-token/token" }}
+{{- end }}
 {{- $_ = set $base "kit" (dict "enabled" .Values.kit.enabled "pki_dir" .Values.kit.pkiDir "manifests_dir" .Values.kit.manifestsDir) }}
 {{- end }}
 {{- $cfg := mustMergeOverwrite $base (deepCopy (default (dict) .Values.config)) }}
@@ -142,7 +145,7 @@ the environment (each step mounts only the keys it needs).
 Steps. Each is a dict: name, args, and what it may see:
   etcd: the etcd client certificates        recipients, signingKey, signingPub, identity: key files
   s3: the Secret of its S3 credentials      kit: the control-plane directories (read-only)
-  hostStore, emergency: host directories of the local stores
+  hostStore, emergency: host directories of the local stores; service: the service (API token)
 */}}
 {{- define "etcdguard.s3Secret" -}}
 {{- $s3 := .root.Values.s3 }}
@@ -203,6 +206,15 @@ signingPub: {volume: key-signing-pub, key: {{ $k.signingPubKey | quote }}, dir: 
     type: File
 {{- end }}
 {{- end }}
+{{- end }}
+{{- if and (hasKey $need "service") $v.serve.apiToken.existingSecret }}
+- name: api-token
+  secret:
+    secretName: {{ $v.serve.apiToken.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.serve.apiToken.key }}
+        path: token
 {{- end }}
 {{- if hasKey $need "identity" }}
 - name: identity
@@ -282,6 +294,11 @@ signingPub: {volume: key-signing-pub, key: {{ $k.signingPubKey | quote }}, dir: 
 {{- if $s.identity }}
 - name: identity
   mountPath: /etc/etcdguard/identity
+  readOnly: true
+{{- end }}
+{{- if and $s.service $v.serve.apiToken.existingSecret }}
+- name: api-token
+  mountPath: /etc/etcdguard/api-token
   readOnly: true
 {{- end }}
 {{- if $s.kit }}
