@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from etcdguard.steps import RunLock
 from tests.integration.restore_command_nodes import CmdNode, cmd_nodes, make_nodes, node_setups, start_all  # noqa: F401
 from tests.integration.restore_fixtures import Setup, keys_with_prefix, wait_serving
 from tests.integration.snapshot_fixtures import require_etcd
@@ -168,6 +169,9 @@ def test_an_old_member_still_answering_is_fenced_off(tmp_path: Path, cmd_nodes: 
     finally:
         os.kill(pid, signal.SIGCONT)
         nodes[1].kill()
+    with RunLock(setups["m0"].state_dir / "restore.lock"):  # another restore runs on this node
+        locked = setups["m0"].run("restore", "--yes", "--backup", "latest")
+    assert locked.returncode == 10 and "another etcdguard restore is in progress" in locked.stderr
     result = setups["m0"].run("restore", "--yes", "--backup", "latest")
     assert result.returncode == 0, result.stderr
     with wait_serving(nodes[0].client_url, None) as c:
