@@ -8,6 +8,7 @@ environment file etcdguard wrote, and only its own addresses and data dir as fla
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,10 +174,18 @@ def voters(cluster: EtcdCluster) -> list[str]:
 
 
 def drop_dead(cluster: EtcdCluster) -> None:
-    """Forget members that are no longer in the cluster (so helpers only talk to members)."""
+    """Forget members that are no longer in the cluster (and free their data dirs' disk space)."""
     ids = {m.name for m in member_list(cluster)}
     for m in cluster.members:
-        if m.name not in ids and m.process is not None and m.process.poll() is None:
-            m.process.kill()
-            m.process.wait(10)
+        if m.name not in ids:
+            if m.process is not None and m.process.poll() is None:
+                m.process.kill()
+                m.process.wait(10)
+            free_etcd_data(m.data_dir)
     cluster.members[:] = [m for m in cluster.members if m.name in ids]
+
+
+def free_etcd_data(path: Path) -> None:
+    """Remove every etcd ``member`` dir (its 64 MiB preallocated WAL files) below ``path``; logs stay."""
+    for member_dir in [p for p in Path(path).rglob("member") if p.is_dir() and (p / "wal").exists()]:
+        shutil.rmtree(member_dir, ignore_errors=True)

@@ -18,6 +18,7 @@ from tests.integration.members_helpers import (
     drop_dead,
     etcdguard,
     etcdguard_background,
+    free_etcd_data,
     live_endpoints,
     member_list,
     new_peer_url,
@@ -53,9 +54,18 @@ def require(version: str) -> None:
 @pytest.fixture(scope="module")
 def cluster35(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     require("3.5.16")
-    with etcd_cluster(tmp_path_factory.mktemp("members35"), "3.5.16", size=3) as cluster:
+    base = tmp_path_factory.mktemp("members35")
+    with etcd_cluster(base, "3.5.16", size=3) as cluster:
         fill(cluster)
         yield cluster
+    free_etcd_data(base)
+
+
+@pytest.fixture(autouse=True)
+def _free_disk(tmp_path: Path) -> Iterator[None]:
+    """Every member started here preallocates 64 MiB of WAL: free it when the test ends."""
+    yield
+    free_etcd_data(tmp_path)
 
 
 def replace(cluster: EtcdCluster, workdir: Path, dead: str, new: str, *,

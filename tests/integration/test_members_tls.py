@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from etcdguard.etcd.client import MemberClient
-from tests.integration.members_helpers import etcdguard, new_peer_url
+from tests.integration.members_helpers import etcdguard, free_etcd_data, new_peer_url
 from tests.support.etcd_cluster import EtcdCluster, etcd_cluster, installation
 from tests.support.kubeadm import KubeadmNode, make_kubeadm_node
 from tests.support.require import missing
@@ -30,6 +30,7 @@ def kubeadm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
                        client_key=pki / "apiserver-etcd-client.key", other_ca=pki / "front-proxy-ca.crt")
     with etcd_cluster(root / "etcd", "3.5.16", size=1, tls=bundle) as cluster:
         yield node, cluster
+    free_etcd_data(root)
 
 
 def tls_flags(node: KubeadmNode, cluster: EtcdCluster) -> list[str]:
