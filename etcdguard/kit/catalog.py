@@ -132,7 +132,11 @@ class KitCatalog:
         if info.size != manifest.stored.size:
             raise IntegrityError(f"kit {manifest.kit_id}: the stored object has {info.size} bytes, "
                                  f"its manifest says {manifest.stored.size}")
-        stored = self.store.get_bytes(key)
+        try:
+            with self.store.open_reader(key) as reader:  # never more than the manifest states (+1 to notice)
+                stored = reader.read(manifest.stored.size + 1)
+        except KeyError:
+            raise IntegrityError(f"kit {manifest.kit_id}: its object {manifest.stored.key} is missing") from None
         return read_members(decode(stored, manifest, identities), manifest)
 
     def delete(self, kit_id: str) -> None:
