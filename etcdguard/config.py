@@ -194,6 +194,7 @@ class MonitorConfig(_Model):
     max_verification_age_hours: float = Field(50.0, gt=0)
     cert_warning_days: float = Field(30.0, gt=0)
     cert_critical_days: float = Field(7.0, gt=0)
+    min_fault_tolerance: int = Field(0, ge=0)  # fault tolerance below this is a WARNING
 
 
 class RetentionConfig(_Model):

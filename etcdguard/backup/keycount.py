@@ -11,7 +11,7 @@ so it costs a few requests per resource type, not a scan of every key and value.
 from __future__ import annotations
 
 from etcdguard.backup.manifest import KeyCounts
-from etcdguard.etcd.client import MemberClient
+from etcdguard.etcd.ports import EtcdMember
 
 REGISTRY = b"/registry/"
 REGISTRY_END = b"/registry0"
@@ -41,7 +41,7 @@ def _owns_subtree(prefix: bytes) -> bool:
     return not (b"." in rel and b"/" not in rel)
 
 
-def count_keys(client: MemberClient, revision: int, *, serializable: bool = False) -> KeyCounts:
+def count_keys(client: EtcdMember, revision: int, *, serializable: bool = False) -> KeyCounts:
     """Count all keys, and /registry/ keys per resource prefix, at ``revision``.
 
     ``serializable`` reads the member's local state (no quorum needed: emergency snapshots).

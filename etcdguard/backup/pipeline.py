@@ -52,7 +52,10 @@ from etcdguard.errors import (
     OperationInterruptedError,
     TransientError,
 )
-from etcdguard.etcd.connect import SourceCandidate, client_for, local_source, snapshot_sources
+from etcdguard.etcd.channel import CallGroup
+from etcdguard.etcd.connect import SourceCandidate, local_source, snapshot_sources
+from etcdguard.etcd.connection import open_connection
+from etcdguard.etcd.ports import EtcdConnection, EtcdMember
 from etcdguard.steps import Journal, StepRecord, StepRunner, StepState, default_journal_dir, prune_journals
 from etcdguard.storage.base import BlobStore, BlobWriter
 
@@ -215,39 +218,38 @@ def _pump(reader: SnapshotReader, pipe: BytePipe) -> None:
     pipe.close_write()
 
 
-def _stream(request: BackupRequest, candidate: SourceCandidate, writer: BlobWriter,
+def _stream(request: BackupRequest, client: EtcdMember, writer: BlobWriter,
             progress: Progress, cancel: threading.Event | None) -> _Streamed:
     """etcd snapshot -> zstd -> age -> writer; checks etcd's trailer; returns the digests.
 
     Two threads overlap the work: this one pulls etcd's chunks and hashes them, an
     :class:`_Encoder` compresses, encrypts and writes; a bounded pipe (PIPE_BYTES) joins them.
     """
-    with client_for(request.etcd, candidate.endpoint) as client:
-        chunks = client.snapshot(idle_timeout=request.etcd.snapshot_idle_timeout)
-        reader = SnapshotReader(_cancellable(chunks, cancel), on_bytes=progress.advance)
-        sink = HashingWriter(writer.write)
-        pipe = BytePipe(PIPE_BYTES)
-        encoder = _Encoder(request, pipe, sink)
-        encoder.start()
+    chunks = client.snapshot(idle_timeout=request.etcd.snapshot_idle_timeout)
+    reader = SnapshotReader(_cancellable(chunks, cancel), on_bytes=progress.advance)
+    sink = HashingWriter(writer.write)
+    pipe = BytePipe(PIPE_BYTES)
+    encoder = _Encoder(request, pipe, sink)
+    encoder.start()
+    try:
         try:
-            try:
-                _pump(reader, pipe)
-            except BaseException:
-                pipe.abort()
-                raise
-            finally:
-                _join(encoder, pipe.abort)
-                chunks.close()
-        except PipeClosedError as exc:  # the encoder stopped first: its failure is the reason
-            raise (sink.error or encoder.error or exc) from None
+            _pump(reader, pipe)
         except BaseException:
-            if reader.error is not None:
-                raise reader.error from None
+            pipe.abort()
             raise
-        if encoder.error is not None:
-            raise (sink.error or encoder.error) from None
-        if not reader.eof:
-            raise IntegrityError("etcd snapshot stream ended early")
+        finally:
+            _join(encoder, pipe.abort)
+            chunks.close()
+    except PipeClosedError as exc:  # the encoder stopped first: its failure is the reason
+        raise (sink.error or encoder.error or exc) from None
+    except BaseException:
+        if reader.error is not None:
+            raise reader.error from None
+        raise
+    if encoder.error is not None:
+        raise (sink.error or encoder.error) from None
+    if not reader.eof:
+        raise IntegrityError("etcd snapshot stream ended early")
     snapshot = SnapshotInfo(size=reader.size, sha256=reader.sha256, trailer_sha256=reader.trailer_hex)
     return _Streamed(snapshot, sink.size, sink.sha256)
 
@@ -255,12 +257,14 @@ def _stream(request: BackupRequest, candidate: SourceCandidate, writer: BlobWrit
 class _KeyCounter(threading.Thread):
     """Counts keys at a revision (see :func:`count_keys`) while the snapshot streams.
 
-    It has its own client, so :meth:`cancel` (closing that channel) ends it promptly.
+    Its calls share the member's channel but form their own group, so :meth:`cancel` aborts the
+    call in flight at once and leaves the channel to the stream.
     """
 
-    def __init__(self, request: BackupRequest, endpoint: str, revision: int) -> None:
+    def __init__(self, request: BackupRequest, client: EtcdMember, revision: int) -> None:
         super().__init__(name="count-keys", daemon=True)
-        self.client = client_for(request.etcd, endpoint)
+        self.calls = CallGroup()
+        self.client = client.in_group(self.calls)
         self.revision = revision
         self.serializable = request.local_endpoint is not None
         self.counts: KeyCounts | None = None
@@ -274,11 +278,10 @@ class _KeyCounter(threading.Thread):
             self.error = exc
         finally:
             self.finished_at = time.monotonic()
-            self.client.close()
 
     def result(self) -> KeyCounts:
         """Wait for the counts; raises what counting raised."""
-        _join(self, self.client.close)
+        _join(self, self.calls.cancel)
         if self.error is not None:
             raise self.error
         assert self.counts is not None
@@ -286,19 +289,27 @@ class _KeyCounter(threading.Thread):
 
     def cancel(self) -> None:
         """Stop counting (the stream failed) and wait for the thread."""
-        self.client.close()
-        _join(self, self.client.close)
+        self.calls.cancel()
+        _join(self, self.calls.cancel)
 
 
 def take_backup(
     request: BackupRequest,
     store: BlobStore,
     *,
+    connection: EtcdConnection | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> BackupResult:
-    """Take one complete backup into ``store`` (see the module docstring)."""
+    """Take one complete backup into ``store`` (see the module docstring).
+
+    Every etcd call goes through ``connection`` (one opened from ``request.etcd`` and closed
+    afterwards when none is given).
+    """
+    if connection is None:
+        with open_connection(request.etcd) as owned:
+            return take_backup(request, store, connection=owned, progress=progress, cancel=cancel, now=now)
     progress = progress or Progress()
     preflight(request)
     created_at = now()
@@ -306,7 +317,7 @@ def take_backup(
     journal = _journal(request, store, backup_id)
     steps = StepRunner(journal, progress.step)
     try:
-        result = _take_backup(request, store, steps, progress, cancel, backup_id, created_at, now)
+        result = _take_backup(request, store, connection, steps, progress, cancel, backup_id, created_at, now)
     except BaseException as exc:
         steps.close(exc)
         where = f"; its journal: {journal.path}" if journal.path is not None else ""
@@ -317,8 +328,8 @@ def take_backup(
     return result
 
 
-def _take_backup(request: BackupRequest, store: BlobStore, steps: StepRunner, progress: Progress,
-                 cancel: threading.Event | None, backup_id: str, created_at: datetime,
+def _take_backup(request: BackupRequest, store: BlobStore, connection: EtcdConnection, steps: StepRunner,
+                 progress: Progress, cancel: threading.Event | None, backup_id: str, created_at: datetime,
                  now: Callable[[], datetime]) -> BackupResult:
     prefix = backup_prefix(request.cluster_name, backup_id)
     object_name = ENCRYPTED_OBJECT if request.recipients else PLAIN_OBJECT
@@ -328,9 +339,9 @@ def _take_backup(request: BackupRequest, store: BlobStore, steps: StepRunner, pr
 
     with steps.step("select source", ", ".join(request.etcd.endpoints)) as step:
         if request.local_endpoint:
-            candidates = [local_source(request.etcd, request.local_endpoint)]
+            candidates = [local_source(connection, request.local_endpoint)]
         else:
-            candidates = snapshot_sources(request.etcd, request.member)
+            candidates = snapshot_sources(connection, request.member)
         step.note(" > ".join(f"{c.name}{' (leader)' if c.is_leader else ''}" for c in candidates))
 
     tried: list[str] = steps.journal.params["sources_tried"]
@@ -341,16 +352,16 @@ def _take_backup(request: BackupRequest, store: BlobStore, steps: StepRunner, pr
             # the cluster to settle, then ask again who can serve
             time.sleep(RETRY_ROUND_DELAY)
             try:
-                candidates = ([local_source(request.etcd, request.local_endpoint)] if request.local_endpoint
-                              else snapshot_sources(request.etcd, request.member))
+                candidates = ([local_source(connection, request.local_endpoint)] if request.local_endpoint
+                              else snapshot_sources(connection, request.member))
             except TransientError as exc:
                 last_error = exc
                 continue
         for candidate in candidates:
             tried.append(candidate.name)
             try:
-                return _backup_from(request, store, candidate, steps, progress, cancel,
-                                    backup_id, prefix, object_name, created_at, now)
+                return _backup_from(request, store, connection.client(candidate.endpoint), candidate, steps,
+                                    progress, cancel, backup_id, prefix, object_name, created_at, now)
             except TransientError as exc:
                 if isinstance(exc, OperationInterruptedError):
                     raise
@@ -360,24 +371,23 @@ def _take_backup(request: BackupRequest, store: BlobStore, steps: StepRunner, pr
     raise last_error
 
 
-def _backup_from(request: BackupRequest, store: BlobStore, candidate: SourceCandidate, steps: StepRunner,
-                 progress: Progress, cancel: threading.Event | None, backup_id: str,
+def _backup_from(request: BackupRequest, store: BlobStore, client: EtcdMember, candidate: SourceCandidate,
+                 steps: StepRunner, progress: Progress, cancel: threading.Event | None, backup_id: str,
                  prefix: str, object_name: str, created_at: datetime,
                  now: Callable[[], datetime]) -> BackupResult:
     # From the object's commit until its manifest is written, SIGTERM/SIGINT wait (seconds at
     # most): an interrupt in between would leave an object without a manifest.
     with contextlib.ExitStack() as sealing:
-        return _backup_into(request, store, candidate, steps, progress, cancel, backup_id, prefix,
+        return _backup_into(request, store, client, candidate, steps, progress, cancel, backup_id, prefix,
                             object_name, created_at, now, sealing)
 
 
-def _backup_into(request: BackupRequest, store: BlobStore, candidate: SourceCandidate, steps: StepRunner,
-                 progress: Progress, cancel: threading.Event | None, backup_id: str,
+def _backup_into(request: BackupRequest, store: BlobStore, client: EtcdMember, candidate: SourceCandidate,
+                 steps: StepRunner, progress: Progress, cancel: threading.Event | None, backup_id: str,
                  prefix: str, object_name: str, created_at: datetime,
                  now: Callable[[], datetime], sealing: contextlib.ExitStack) -> BackupResult:
     with steps.step("hashkv", candidate.name) as step:
-        with client_for(request.etcd, candidate.endpoint) as client:
-            hashkv = client.hash_kv(0)
+        hashkv = client.hash_kv(0)
         step.note(f"revision {hashkv.revision}, hash {hashkv.hash}")
 
     # Keys are counted at the HashKV revision while the snapshot streams (both only read etcd;
@@ -386,7 +396,7 @@ def _backup_into(request: BackupRequest, store: BlobStore, candidate: SourceCand
     counting: StepRecord | None = None
     if request.count_keys:
         counting = steps.begin("count keys", f"at revision {hashkv.revision}")
-        counter = _KeyCounter(request, candidate.endpoint, hashkv.revision)
+        counter = _KeyCounter(request, client, hashkv.revision)
         counter.start()
 
     with steps.step("stream", f"from {candidate.name} ({candidate.endpoint})") as step:
@@ -394,7 +404,7 @@ def _backup_into(request: BackupRequest, store: BlobStore, candidate: SourceCand
         counts: KeyCounts | None = None
         with store.open_writer(f"{prefix}/{object_name}") as writer:
             try:
-                streamed = _stream(request, candidate, writer, progress, cancel)
+                streamed = _stream(request, client, writer, progress, cancel)
             except BaseException:
                 if counter is not None and counting is not None:
                     counter.cancel()

@@ -17,13 +17,14 @@ from etcdguard.cli.render import clean, plain
 from etcdguard.config import Settings
 from etcdguard.errors import EtcdGuardError, ExitCode
 from etcdguard.etcd.cluster import ClusterHealth, MemberHealth, probe_cluster
-from etcdguard.etcd.quorum import QuorumState, QuorumVerdict, assess_quorum
+from etcdguard.etcd.connection import open_connection
+from etcdguard.etcd.quorum import QuorumState, QuorumVerdict
 from etcdguard.kit.expiry import certificates_for
 from etcdguard.monitor.checks import etcdctl_flags, format_bytes
 from etcdguard.monitor.freshness import freshness_from_entries
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.monitor.model import BackupFreshness, Severity
-from etcdguard.monitor.report import run_checks, status_document
+from etcdguard.monitor.report import CheckReport, run_checks, status_document
 
 
 def _load(ctx: typer.Context, endpoints: str | None, cacert: Path | None, cert: Path | None,
@@ -44,7 +45,7 @@ class CheckOutput(str, Enum):
 STATUS_EPILOG = (
     "Exit codes:\n\n  0  the cluster was probed (whatever the verdict: use `check` for alerting)\n\n"
     "  3  invalid configuration (bad endpoint URL, unreadable TLS file)\n\n"
-    "  4  no etcd member reachable (the verdict line says QUORUM LOST)"
+    "  4  no etcd endpoint answered (the verdict line says UNREACHABLE: quorum unknown)"
 )
 CHECK_EPILOG = (
     "Exit codes (monitoring-plugin convention, for Nagios, Icinga, Sensu, cron):\n\n"
@@ -58,7 +59,7 @@ CHECK_EPILOG = (
 
 # -- rendering ----------------------------------------------------------------------------------
 _STATE_STYLE = {QuorumState.HEALTHY: "bold green", QuorumState.DEGRADED: "bold yellow",
-                QuorumState.QUORUM_LOST: "bold red"}
+                QuorumState.QUORUM_LOST: "bold red", QuorumState.UNREACHABLE: "bold red"}
 _SEVERITY_STYLE = {Severity.OK: "green", Severity.WARNING: "yellow", Severity.CRITICAL: "bold red",
                    Severity.UNKNOWN: "magenta"}
 
@@ -98,15 +99,13 @@ def member_table(health: ClusterHealth) -> Table:
 def _verdict_line(health: ClusterHealth, verdict: QuorumVerdict) -> Text:
     cluster = f"cluster {health.cluster_id:x}" if health.cluster_id else "cluster"
     line = Text(f"{cluster}: ")
-    if not health.reachable_members:
-        line.append("QUORUM LOST", style="bold red")
-        return line.append(f" - no etcd member reachable (tried {', '.join(health.endpoints)})")
     line.append(verdict.headline, style=_STATE_STYLE[verdict.state])
     return line.append(plain(f" - {verdict.reason}"))
 
 
-def print_status(health: ClusterHealth, verdict: QuorumVerdict) -> None:
-    """The member table, the verdict line and the errors behind them."""
+def print_status(report: CheckReport) -> None:
+    """The member table, the verdict line, the errors behind them and the checks that are not OK."""
+    health, verdict = report.health, report.verdict
     if health.discovered:
         stdout.print(member_table(health))
     stdout.print(_verdict_line(health, verdict))
@@ -120,6 +119,16 @@ def print_status(health: ClusterHealth, verdict: QuorumVerdict) -> None:
     if any(m.quota_source == "assumed" for m in health.reachable_members):
         stdout.print(Text("  * quota assumed to be etcd's 2 GiB default: set monitor.quota_backend_bytes",
                           style="dim"))
+    for r in report.problems():
+        if r.name != "quorum":
+            stdout.print(Text(f"  {r.severity.value} {r.name}: {r.summary}",
+                              style=_SEVERITY_STYLE[r.severity]))
+
+
+def probe(settings: Settings) -> ClusterHealth:
+    """Probe the configured cluster over one connection."""
+    with open_connection(settings.etcd) as conn:
+        return probe_cluster(conn, settings.monitor)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -136,12 +145,12 @@ def status(
     """Show every member (probed in parallel) and the cluster verdict: HEALTHY / DEGRADED / QUORUM LOST."""
     with handle_errors():
         cfg = _load(ctx, endpoints, cacert, cert, key, timeout)
-        health = probe_cluster(cfg.etcd, cfg.monitor)
-    verdict = assess_quorum(health.members)
+        health = probe(cfg)
+    report = run_checks(health, cfg.monitor, etcdctl_flags=etcdctl_flags(cfg.etcd))
     if output is OutputFormat.json:
-        print_json(status_document(health))
+        print_json(status_document(report))
     else:
-        print_status(health, verdict)
+        print_status(report)
     if not health.reachable_members:
         raise typer.Exit(int(ExitCode.ETCD))
 
@@ -174,7 +183,7 @@ def check(
         try:
             cfg = _load(ctx, endpoints, cacert, cert, key, timeout,
                         opt.store_overrides(store, s3_endpoint_url, cluster_name))
-            health = probe_cluster(cfg.etcd, cfg.monitor)
+            health = probe(cfg)
             certs = certificates_for(cfg)
             if cfg.store is not None:
                 fresh = freshness_from_entries(safe_entries(opt.open_catalog(cfg, cluster_id=health.cluster_id)))

@@ -3,14 +3,13 @@
 :func:`probe_cluster` asks every configured endpoint (in parallel) for Status and MemberList, then
 probes each listed member by its advertised client URL, also in parallel. Every probe is bounded
 by one timeout, so an unreachable member costs that timeout once, not once per member.
-The result is a frozen :class:`ClusterHealth`; the quorum verdict lives in ``etcdguard.monitor``.
+The result is a frozen :class:`ClusterHealth`; the quorum verdict is in ``etcdguard.etcd.quorum``.
 """
 
 from __future__ import annotations
 
 import http.client
 import re
-import socket
 import ssl
 import time
 from collections import Counter
@@ -21,18 +20,17 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Literal
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from etcdguard.config import EtcdConfig, MonitorConfig
-from etcdguard.errors import ConfigError, EtcdGuardError, EtcdUnavailableError
-from etcdguard.etcd.client import AlarmInfo, MemberClient, MemberInfo, MemberStatus, TLSFiles
+from etcdguard.config import MonitorConfig
+from etcdguard.errors import ConfigError, EtcdGuardError
+from etcdguard.etcd.client import AlarmInfo, MemberInfo, MemberStatus
 from etcdguard.etcd.client import parse_endpoint as _parse_endpoint
-from etcdguard.etcd.connect import credentials_from_config, names_member, source_rank, tls_from_config
+from etcdguard.etcd.connect import names_member
+from etcdguard.etcd.ports import EtcdConnection
+from etcdguard.etcd.quorum import QuorumVerdict, assess_quorum, unreachable_verdict
 
 DEFAULT_QUOTA_BYTES = 2 * 1024**3
 QuotaSource = Literal["config", "metrics", "assumed"]
 _ALARM_IN_ERROR = re.compile(r"memberID:(\d+)\s+alarm:([A-Z]+)")
-_MAX_METRICS_BYTES = 16 * 1024 * 1024
 _CONNECT_FAILED = re.compile(r"failed to connect to all addresses; last error: .*: (?P<why>[^:]+)$")
 
 
@@ -133,6 +131,12 @@ class ClusterHealth:
         """Members that answered."""
         return tuple(m for m in self.members if m.reachable)
 
+    def verdict(self) -> QuorumVerdict:
+        """The quorum verdict; UNREACHABLE (unknown) when no member answered at all."""
+        if not self.reachable_members:
+            return unreachable_verdict(self.endpoints)
+        return assess_quorum(self.members)
+
     def member(self, key: str) -> MemberHealth | None:
         """Find a member by name, hex id or endpoint."""
         for m in self.members:
@@ -151,28 +155,6 @@ class ClusterHealth:
             "probe_seconds": round(self.probe_seconds, 3),
             "members": [m.to_dict() for m in self.members],
         }
-
-
-def pick_snapshot_source(health: ClusterHealth, member_name: str | None = None) -> list[MemberHealth]:
-    """Members to take a snapshot from, best first.
-
-    With ``member_name`` (name, hex id or endpoint): just that member; ConfigError if unknown,
-    EtcdUnavailableError if it did not answer. Otherwise: the leader, then reachable voting members
-    by raft applied index (most caught up first). Learners are never picked. Works without quorum
-    (a survivor's snapshot is then the best backup there is); empty when nothing answered.
-    """
-    if member_name:
-        m = health.member(member_name)
-        if m is None:
-            names = ", ".join(x.display_name for x in health.members) or "none"
-            raise ConfigError(f"no etcd member {member_name!r} (members: {names})")
-        if not m.reachable or m.endpoint is None:
-            why = m.error or "no answer"
-            raise EtcdUnavailableError(f"etcd member {m.display_name} is unreachable: {why}")
-        return [m]
-    voters = [m for m in health.members if m.reachable and m.endpoint and not m.is_learner]
-    voters.sort(key=lambda m: source_rank(m.is_leader, m.raft_applied_index, m.name))
-    return voters
 
 
 # -- probing ----------------------------------------------------------------------------------
@@ -203,55 +185,12 @@ def _target(url: str) -> str:
         return url
 
 
-def scrape_member_metrics(url: str, tls: TLSFiles, timeout: float) -> dict[str, float]:
-    """GET ``/metrics`` on a member's client URL (same TLS files) -> {sample name: value}."""
-    target, secure = _parse_endpoint(url)
-    host, _, port = target.rpartition(":")
-    deadline = time.monotonic() + timeout
-    sock = socket.create_connection((host, int(port)), timeout=timeout)
-    try:
-        if secure:
-            ctx = ssl.create_default_context(cafile=str(tls.cacert) if tls.cacert else None)
-            if tls.cert and tls.key:
-                ctx.load_cert_chain(str(tls.cert), str(tls.key))
-            sock = ctx.wrap_socket(sock, server_hostname=tls.server_name or host)
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-        conn.sock = sock
-        conn.request("GET", "/metrics", headers={"Accept": "text/plain"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise OSError(f"HTTP {resp.status}")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := resp.read(65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > _MAX_METRICS_BYTES or time.monotonic() > deadline:
-                raise OSError("metrics response too large or too slow")
-    finally:
-        sock.close()
-    wanted = {"etcd_server_quota_backend_bytes", "etcd_server_leader_changes_seen_total"}
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(b"".join(chunks).decode("utf-8", "replace")):
-        for sample in family.samples:
-            if sample.name in wanted:
-                out[sample.name] = float(sample.value)
-    return out
-
-
 class _Prober:
-    def __init__(self, etcd: EtcdConfig, monitor: MonitorConfig, timeout: float) -> None:
+    def __init__(self, conn: EtcdConnection, monitor: MonitorConfig, timeout: float) -> None:
+        self.conn = conn
         self.timeout = timeout
         self.monitor = monitor
-        self.endpoints = tuple(etcd.endpoints)
-        if not self.endpoints:
-            raise ConfigError("no etcd endpoints configured (etcd.endpoints / --endpoints)")
-        for url in self.endpoints:
-            _parse_endpoint(url)  # invalid endpoint -> ConfigError now, not per probe
-        self.tls = tls_from_config(etcd)
-        if self.tls.enabled:
-            self.tls.credentials()  # unreadable TLS files -> ConfigError now
-        self.credentials = credentials_from_config(etcd)
+        self.endpoints = conn.endpoints
 
     def probe(self, url: str, want_members: bool) -> _Probe:
         p = _Probe(url)
@@ -262,19 +201,18 @@ class _Prober:
             return max(0.2, deadline - time.monotonic())
 
         try:
-            with MemberClient(url, tls=self.tls, credentials=self.credentials, timeout=self.timeout) as c:
-                p.status = c.status()
-                if want_members:
-                    c.timeout = left()
-                    try:
-                        p.members = c.member_list()
-                    except EtcdGuardError:
-                        p.members = None  # e.g. a learner refusing MemberList; others will answer
+            c = self.conn.client(url)
+            p.status = c.with_timeout(self.timeout).status()
+            if want_members:
+                try:
+                    p.members = c.with_timeout(left()).member_list()
+                except EtcdGuardError:
+                    p.members = None  # e.g. a learner refusing MemberList; others will answer
         except EtcdGuardError as err:
             p.error = _short_error(err)
         if p.status is not None and (time.monotonic() < deadline):
             try:
-                scraped = scrape_member_metrics(url, self.tls, left())
+                scraped = self.conn.metrics(url, left())
                 quota = scraped.get("etcd_server_quota_backend_bytes")
                 changes = scraped.get("etcd_server_leader_changes_seen_total")
                 p.quota_bytes = int(quota) if quota else None
@@ -285,8 +223,7 @@ class _Prober:
         return p
 
     def alarms(self, url: str) -> list[AlarmInfo]:
-        with MemberClient(url, tls=self.tls, credentials=self.credentials, timeout=self.timeout) as c:
-            return c.alarms()
+        return self.conn.client(url).with_timeout(self.timeout).alarms()
 
     def run(self) -> _Outcome:
         """Probe configured endpoints, fan out to advertised member URLs on the first MemberList."""
@@ -324,8 +261,9 @@ class _Prober:
         futures = {submit("alarms", source, partial(self.alarms, source))}
         configured = {_target(u) for u in self.endpoints}
         for m in members:
-            if m.client_urls and not any(_target(u) in configured for u in m.client_urls):
-                url = m.client_urls[0]
+            urls = self.conn.usable_urls(m.client_urls)
+            if urls and not any(_target(u) in configured for u in m.client_urls):
+                url = urls[0]
                 futures.add(submit("advertised", url, partial(self.probe, url, False)))
         return futures
 
@@ -346,18 +284,18 @@ class _Prober:
             (out.configured if kind == "configured" else out.advertised)[url] = result
 
 
-def probe_cluster(etcd: EtcdConfig, monitor: MonitorConfig | None = None,
+def probe_cluster(conn: EtcdConnection, monitor: MonitorConfig | None = None,
                   timeout: float | None = None) -> ClusterHealth:
-    """Discover the members through ``etcd.endpoints`` and probe each one, in parallel.
+    """Discover the members through the connection's endpoints and probe each one, in parallel.
 
     Never raises for unreachable members: they are reported with ``reachable=False``. When no
     endpoint answers, ``discovered`` is False and one placeholder per endpoint is returned.
-    Raises ConfigError for unusable configuration (bad endpoint URL, unreadable TLS files).
+    (Unusable configuration is refused when the connection is opened.)
     """
     monitor = monitor or MonitorConfig.model_validate({})
     started = time.monotonic()
     timestamp = datetime.now(timezone.utc)
-    prober = _Prober(etcd, monitor, timeout or monitor.probe_timeout)
+    prober = _Prober(conn, monitor, timeout or monitor.probe_timeout)
     out = prober.run()
     return _assemble(out, prober, timestamp, time.monotonic() - started)
 

@@ -43,6 +43,7 @@ class QuorumState(str, Enum):
     HEALTHY = "HEALTHY"
     DEGRADED = "DEGRADED"
     QUORUM_LOST = "QUORUM LOST"
+    UNREACHABLE = "UNREACHABLE"  # no endpoint answered: whether quorum holds is unknown
 
 
 def voting_members(members: Sequence[QuorumMember]) -> list[QuorumMember]:
@@ -87,13 +88,13 @@ class QuorumVerdict:
 
     @property
     def has_quorum(self) -> bool:
-        """True unless quorum is lost."""
-        return self.state is not QuorumState.QUORUM_LOST
+        """True when quorum is known to hold (HEALTHY or DEGRADED)."""
+        return self.state in (QuorumState.HEALTHY, QuorumState.DEGRADED)
 
     @property
     def headline(self) -> str:
-        """``HEALTHY (can lose 1 more)``, ``DEGRADED (can lose 0 more)`` or ``QUORUM LOST``."""
-        if self.state is QuorumState.QUORUM_LOST:
+        """``HEALTHY (can lose 1 more)``, ``DEGRADED (can lose 0 more)``, ``QUORUM LOST`` or ``UNREACHABLE``."""
+        if not self.has_quorum:
             return str(self.state.value)
         return f"{self.state.value} (can lose {self.failures_tolerated} more)"
 
@@ -145,6 +146,15 @@ def assess_quorum(members: Sequence[QuorumMember]) -> QuorumVerdict:
             reason += f"; {n} voting members cannot survive any failure"
         reason += tail
     return QuorumVerdict(state, len(members), n, h, learners, quorum, tolerated, margin, reason, down)
+
+
+def unreachable_verdict(endpoints: Sequence[str]) -> QuorumVerdict:
+    """The verdict when no endpoint answered: nothing is known about quorum (a typo, a firewall,
+    or every member down all look the same from here)."""
+    tried = ", ".join(endpoints) or "none"
+    return QuorumVerdict(QuorumState.UNREACHABLE, 0, 0, 0, 0, 0, 0, 0,
+                         f"no etcd endpoint answered (tried {tried}): cannot tell whether the cluster has "
+                         "quorum; check --endpoints, the TLS files and that etcd runs")
 
 
 # -- "what if": membership changes judged before they are made ----------------------------------

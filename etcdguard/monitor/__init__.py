@@ -1,6 +1,5 @@
-"""Health monitoring: quorum math, named checks, the check report and Prometheus metrics."""
+"""Health monitoring: named checks, the health report, leader-change history and Prometheus metrics."""
 
-from etcdguard.etcd.quorum import QuorumState, QuorumVerdict, assess_quorum
 from etcdguard.monitor.model import BackupFreshness, CheckResult, Severity, worst
 from etcdguard.monitor.report import CheckReport, run_checks, status_document
 
@@ -8,10 +7,7 @@ __all__ = [
     "BackupFreshness",
     "CheckReport",
     "CheckResult",
-    "QuorumState",
-    "QuorumVerdict",
     "Severity",
-    "assess_quorum",
     "run_checks",
     "status_document",
     "worst",

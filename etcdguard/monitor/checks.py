@@ -7,7 +7,7 @@ from collections import Counter
 from etcdguard.config import EtcdConfig, MonitorConfig
 from etcdguard.etcd.binaries import EtcdVersion
 from etcdguard.etcd.cluster import ClusterHealth, MemberHealth
-from etcdguard.etcd.quorum import QuorumState, assess_quorum
+from etcdguard.etcd.quorum import QuorumState
 from etcdguard.monitor.model import CheckResult, Severity
 
 OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICAL, Severity.UNKNOWN
@@ -43,24 +43,32 @@ def _names(members: list[MemberHealth]) -> str:
     return ", ".join(m.display_name for m in members)
 
 
-def check_quorum(health: ClusterHealth) -> CheckResult:
-    """CRITICAL when quorum is lost or one more failure would lose it; WARNING for one member."""
-    v = assess_quorum(health.members)
-    if not health.reachable_members:
-        return CheckResult("quorum", CRITICAL,
-                           f"QUORUM LOST: no etcd member reachable (tried {', '.join(health.endpoints)})",
+def check_quorum(health: ClusterHealth, config: MonitorConfig | None = None) -> CheckResult:
+    """CRITICAL when quorum is lost, unknown (nothing answered) or one more failure would lose it.
+
+    A healthy single member is OK (no fault tolerance, by design); ``monitor.min_fault_tolerance``
+    makes any fault tolerance below it a WARNING.
+    """
+    v = health.verdict()
+    minimum = config.min_fault_tolerance if config is not None else 0
+    summary = f"{v.headline}: {v.reason}"
+    if v.state is QuorumState.UNREACHABLE:
+        return CheckResult("quorum", CRITICAL, summary,
                            "Check that etcd runs and that --endpoints and the TLS files are right "
                            "(`etcdctl endpoint health`); restart the stopped members.")
-    summary = f"{v.headline}: {v.reason}"
     if v.state is QuorumState.QUORUM_LOST:
         return CheckResult("quorum", CRITICAL, summary,
                            "Bring the stopped members back first (process, disk, network, logs). If they "
                            "cannot return, take a snapshot of the most caught-up survivor and rebuild the "
                            "cluster from it (`etcdguard snapshot --member NAME`, then restore).")
-    if v.voting == 1:
-        return CheckResult("quorum", WARNING, f"{v.headline}: single member: no fault tolerance "
-                           "(expected for a one-member cluster)",
-                           "Run 3 or 5 members where etcd must survive a failure.")
+    below = (f"; fault tolerance {v.failures_tolerated} is below monitor.min_fault_tolerance {minimum}"
+             if v.failures_tolerated < minimum else "")
+    grow = f"Add voting members until {minimum} may fail (3 members tolerate 1, 5 tolerate 2)."
+    if v.voting == 1 and v.state is QuorumState.HEALTHY:
+        if below:
+            return CheckResult("quorum", WARNING, f"{v.headline}: single member: no fault tolerance{below}",
+                               grow)
+        return CheckResult("quorum", OK, f"{v.headline}: single member: no fault tolerance, by design")
     if v.failures_tolerated == 0:
         if v.unhealthy:
             advice = (f"One more failure stops all writes: bring back {', '.join(v.unhealthy)} now and "
@@ -69,7 +77,9 @@ def check_quorum(health: ClusterHealth) -> CheckResult:
             advice = f"{v.voting} voting members cannot survive any failure: add one to reach an odd count."
         return CheckResult("quorum", CRITICAL, summary, advice)
     if v.state is QuorumState.DEGRADED:
-        return CheckResult("quorum", WARNING, summary, "Bring back " + ", ".join(v.unhealthy) + ".")
+        return CheckResult("quorum", WARNING, summary + below, "Bring back " + ", ".join(v.unhealthy) + ".")
+    if below:
+        return CheckResult("quorum", WARNING, summary + below, grow)
     return CheckResult("quorum", OK, summary)
 
 

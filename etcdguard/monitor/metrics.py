@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from etcdguard.etcd.cluster import ClusterHealth
-from etcdguard.etcd.quorum import assess_quorum
 from etcdguard.monitor.certs import CertExpiry
 from etcdguard.monitor.model import BackupFreshness, CheckResult
 
@@ -139,7 +138,7 @@ class EtcdGuardMetrics:
         for gone_alarm in self._alarm_keys - alarm_keys:
             _remove(self.alarm, gone_alarm)
         self._member_keys, self._alarm_keys = keys, alarm_keys
-        v = assess_quorum(health.members)
+        v = health.verdict()
         self.has_quorum.set(1 if v.has_quorum and health.reachable_members else 0)
         self.has_leader.set(1 if health.leader_id else 0)
         self.tolerated.set(v.failures_tolerated)

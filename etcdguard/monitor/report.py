@@ -1,4 +1,4 @@
-"""Run every check and render the result (monitoring-plugin text or JSON)."""
+"""The one health report: every check over one probe, rendered for ``check``, ``status`` and the service."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from etcdguard.config import MonitorConfig
 from etcdguard.etcd.cluster import ClusterHealth
-from etcdguard.etcd.quorum import QuorumVerdict, assess_quorum
+from etcdguard.etcd.quorum import QuorumVerdict
 from etcdguard.monitor import checks
 from etcdguard.monitor.certs import CertExpiry, check_certificates
 from etcdguard.monitor.freshness import check_backup_age, check_leader_changes, check_verification
@@ -45,7 +45,7 @@ class CheckReport:
     def summary(self) -> str:
         """One line: the quorum headline, then the worst problems."""
         problems = [r for r in self.problems() if r.name != "quorum"]
-        head = self.verdict.headline if self.health.reachable_members else "no etcd member reachable"
+        head = self.verdict.headline if self.health.reachable_members else self.verdict.reason
         parts = [head] + [f"{r.name}: {r.summary}" for r in problems[:3]]
         if len(problems) > 3:
             parts.append(f"{len(problems) - 3} more problem(s)")
@@ -84,9 +84,10 @@ class CheckReport:
         }
 
 
-def status_document(health: ClusterHealth) -> dict[str, Any]:
-    """``{"verdict": ..., "cluster": ...}``: what ``status -o json`` and ``/api/v1/status`` return."""
-    return {"verdict": assess_quorum(health.members).to_dict(), "cluster": health.to_dict()}
+def status_document(report: CheckReport) -> dict[str, Any]:
+    """``{"verdict": ..., "cluster": ..., "checks": ...}``: what ``status -o json`` returns."""
+    return {"verdict": report.verdict.to_dict(), "cluster": report.health.to_dict(),
+            "status": report.severity.value, "checks": [r.to_dict() for r in report.results]}
 
 
 def run_checks(
@@ -102,7 +103,7 @@ def run_checks(
     """Run every check. ``freshness=None`` skips the backup checks, ``leader_changes=None`` the
     leader-change check; both are then listed in :attr:`CheckReport.skipped`."""
     now = now or datetime.now(timezone.utc)
-    results = [checks.check_quorum(health)]
+    results = [checks.check_quorum(health, config)]
     skipped: list[str] = []
     if health.reachable_members:
         results += [
@@ -129,5 +130,5 @@ def run_checks(
         skipped.append("backup_age, verification: no backup catalog given")
     else:
         results += [check_backup_age(freshness, config, now), check_verification(freshness, config, now)]
-    return CheckReport(health, assess_quorum(health.members), tuple(results), tuple(skipped),
+    return CheckReport(health, health.verdict(), tuple(results), tuple(skipped),
                        config.db_quota_warning_percent, config.db_quota_critical_percent)

@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from etcdguard.backup.catalog import BackupEntry, safe_entries
 from etcdguard.config import Settings, load_settings
 from etcdguard.errors import EtcdGuardError
+from etcdguard.etcd.ports import EtcdConnection
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.service import jobs
 from etcdguard.service.election import AlwaysLeader, EtcdLeaseElector, LeaderElector
@@ -61,11 +62,12 @@ class Dependency:
         return {"up": self.up, "error": self.error}
 
 
-def make_elector(settings: Settings, replica: str) -> LeaderElector:
-    """The configured leader election."""
+def make_elector(settings: Settings, replica: str, connection: Callable[[], EtcdConnection]) -> LeaderElector:
+    """The configured leader election, over the service's etcd connection."""
     if not settings.service.leader_election:
         return AlwaysLeader()
-    return EtcdLeaseElector(settings.etcd, settings.backup.cluster_name, replica, settings.service.lease_ttl_seconds)
+    return EtcdLeaseElector(connection, settings.backup.cluster_name, replica, settings.service.lease_ttl_seconds,
+                            settings.etcd.dial_timeout)
 
 
 class Daemon:
@@ -78,8 +80,8 @@ class Daemon:
         self.overrides = dict(overrides or {})
         self.replica = replica or replica_id()
         metrics = EtcdGuardMetrics()
-        self.runtime = jobs.Runtime(settings, metrics, ServiceMetrics(metrics.registry),
-                                    make_elector(settings, self.replica))
+        self.runtime = jobs.Runtime(settings, metrics, ServiceMetrics(metrics.registry), AlwaysLeader())
+        self.runtime.elector = make_elector(settings, self.replica, self.runtime.etcd)
         self._stop_requested = False
         self._reload_requested = False
         self._last_loop = time.monotonic()
@@ -195,7 +197,7 @@ class Daemon:
             log.warning("service.listen changed; it takes effect after a restart")
         if settings.service.leader_election != old.service.leader_election:
             self.runtime.elector.resign()
-            self.runtime.elector = make_elector(settings, self.replica)
+            self.runtime.elector = make_elector(settings, self.replica, self.runtime.etcd)
         self.runtime.settings = settings
         self._schedule()
         self.runtime.service_metrics.config_reloads.labels(result="ok").inc()
@@ -263,5 +265,6 @@ class Daemon:
             if stopper.is_alive():
                 log.error("jobs did not stop within %.0fs; exiting anyway", SHUTDOWN_GRACE_SECONDS)
         self.runtime.elector.resign()
+        self.runtime.close()
         self._http.stop()
         log.info("stopped")

@@ -10,12 +10,11 @@ from __future__ import annotations
 import abc
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from etcdguard.config import EtcdConfig
 from etcdguard.errors import EtcdGuardError
-from etcdguard.etcd.client import MemberClient
-from etcdguard.etcd.connect import client_for
+from etcdguard.etcd.ports import EtcdConnection, EtcdMember
 
 log = logging.getLogger(__name__)
 LEADER_KEY_PREFIX = "/etcdguard/leader/"
@@ -67,10 +66,16 @@ class _Lease:
 
 
 class EtcdLeaseElector(LeaderElector):
-    """Election with an etcd lease and a create-if-absent transaction."""
+    """Election with an etcd lease and a create-if-absent transaction.
 
-    def __init__(self, etcd: EtcdConfig, cluster_name: str, replica_id: str, ttl: int) -> None:
-        self._etcd = etcd
+    ``connection`` returns the service's etcd connection (the current one after a reload); each
+    call is bounded by a third of the lease TTL (at least 1 s, at most the dial timeout).
+    """
+
+    def __init__(self, connection: Callable[[], EtcdConnection], cluster_name: str, replica_id: str,
+                 ttl: int, timeout: float = 5.0) -> None:
+        self._connection = connection
+        self._timeout = max(1.0, min(timeout, ttl / 3))
         self._key = (LEADER_KEY_PREFIX + cluster_name).encode()
         self.replica_id = replica_id
         self._ttl = ttl
@@ -78,24 +83,22 @@ class EtcdLeaseElector(LeaderElector):
         self._leader = False
         self._known_leader: str | None = None
 
-    def _client(self) -> MemberClient:
-        timeout = max(1.0, min(self._etcd.dial_timeout, self._ttl / 3))
-        return client_for(self._etcd, self._etcd.endpoints[0], timeout=timeout)
+    def _clients(self) -> list[EtcdMember]:
+        conn = self._connection()
+        return [conn.client(endpoint).with_timeout(self._timeout) for endpoint in conn.endpoints]
 
     def _try_endpoints(self) -> bool:
         last: EtcdGuardError | None = None
-        for endpoint in self._etcd.endpoints:
-            timeout = max(1.0, min(self._etcd.dial_timeout, self._ttl / 3))
-            with client_for(self._etcd, endpoint, timeout=timeout) as client:
-                try:
-                    return self._tick_with(client)
-                except EtcdGuardError as exc:
-                    last = exc
+        for client in self._clients():
+            try:
+                return self._tick_with(client)
+            except EtcdGuardError as exc:
+                last = exc
         if last is not None:
             raise last
         return False
 
-    def _tick_with(self, client: MemberClient) -> bool:
+    def _tick_with(self, client: EtcdMember) -> bool:
         now = time.monotonic()
         if self._lease is not None and self._leader:
             remaining = client.lease_keepalive_once(self._lease.lease_id)
@@ -137,7 +140,6 @@ class EtcdLeaseElector(LeaderElector):
         if lease is None:
             return
         try:
-            with self._client() as client:
-                client.lease_revoke(lease.lease_id)
+            self._clients()[0].lease_revoke(lease.lease_id)
         except EtcdGuardError as exc:
             log.info("could not revoke the leader lease (it will expire): %s", exc)

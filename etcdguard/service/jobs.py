@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,13 +19,16 @@ from typing import Any
 from etcdguard.backup.catalog import Catalog, safe_entries, to_verify, trust_from_settings
 from etcdguard.backup.keys import trusted_verify_keys
 from etcdguard.backup.pipeline import BackupResult, request_from_settings, take_backup
-from etcdguard.config import LocalStoreConfig, Settings
+from etcdguard.config import EtcdConfig, LocalStoreConfig, Settings
 from etcdguard.errors import EtcdGuardError, OperationInterruptedError
 from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
-from etcdguard.etcd.quorum import assess_quorum
+from etcdguard.etcd.connection import open_connection
+from etcdguard.etcd.ports import EtcdConnection
+from etcdguard.etcd.quorum import QuorumState
 from etcdguard.kit.expiry import certificates_for
 from etcdguard.kit.save import save_beside_snapshot
 from etcdguard.monitor.freshness import freshness_from_entries
+from etcdguard.monitor.history import LeaderChangeTracker
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.monitor.model import BackupFreshness
 from etcdguard.monitor.report import CheckReport, run_checks
@@ -50,7 +53,11 @@ class JobState:
 
 @dataclass
 class Runtime:
-    """Shared state of a running service: settings, metrics, election, cancellation."""
+    """Shared state of a running service: settings, metrics, election, cancellation, etcd.
+
+    :meth:`etcd` is the one etcd connection every job and the election use; it is opened from
+    the current settings and replaced when a reload changes them.
+    """
 
     settings: Settings
     metrics: EtcdGuardMetrics
@@ -61,7 +68,28 @@ class Runtime:
     jobs: dict[str, JobState] = field(default_factory=dict)
     health: ClusterHealth | None = None
     report: CheckReport | None = None
-    leader_history: deque[tuple[datetime, int]] = field(default_factory=lambda: deque(maxlen=256))
+    leader_history: LeaderChangeTracker = field(default_factory=lambda: LeaderChangeTracker(timedelta(hours=1)))
+    connect: Callable[[EtcdConfig], EtcdConnection] = open_connection
+    _connection: tuple[EtcdConfig, EtcdConnection] | None = field(default=None, repr=False)
+    _retired: list[EtcdConnection] = field(default_factory=list, repr=False)
+
+    def etcd(self) -> EtcdConnection:
+        """The etcd connection for the current settings (opened on first use)."""
+        with self.lock:
+            config = self.settings.etcd
+            if self._connection is None or self._connection[0] != config:
+                if self._connection is not None:  # a job may still use it: closed at shutdown
+                    self._retired.append(self._connection[1])
+                self._connection = (config, self.connect(config))
+            return self._connection[1]
+
+    def close(self) -> None:
+        """Close the etcd connections (at shutdown, once the jobs have stopped)."""
+        with self.lock:
+            current = [self._connection[1]] if self._connection else []
+            closing, self._retired, self._connection = [*self._retired, *current], [], None
+        for conn in closing:
+            conn.close()
 
     def catalog(self) -> Catalog:
         """The catalog of the configured store and cluster."""
@@ -117,12 +145,12 @@ def _not_leader(runtime: Runtime, job: str) -> bool:
 
 def _quorum_lost(runtime: Runtime) -> bool:
     health = runtime.health
-    return health is not None and not assess_quorum(health.members).has_quorum
+    return health is not None and health.verdict().state is QuorumState.QUORUM_LOST
 
 
 def _quorum_lost_now(runtime: Runtime) -> bool:
     try:
-        runtime.health = probe_cluster(runtime.settings.etcd, runtime.settings.monitor)
+        runtime.health = probe_cluster(runtime.etcd(), runtime.settings.monitor)
     except EtcdGuardError:
         return False
     return _quorum_lost(runtime)
@@ -139,7 +167,7 @@ def _take_snapshot(runtime: Runtime, emergency: bool) -> BackupResult:
         request = dataclasses.replace(request, local_endpoint=settings.etcd.endpoints[0], member=None)
     started = time.monotonic()
     try:
-        result = take_backup(request, open_store(store_config), cancel=runtime.cancel)
+        result = take_backup(request, open_store(store_config), connection=runtime.etcd(), cancel=runtime.cancel)
     except EtcdGuardError:
         runtime.metrics.record_backup(False, time.monotonic() - started)
         raise
@@ -247,11 +275,11 @@ def freshness(runtime: Runtime) -> BackupFreshness | None:
 
 def _health(runtime: Runtime) -> bool:
     settings = runtime.settings
-    health = probe_cluster(settings.etcd, settings.monitor)
-    now = datetime.now(timezone.utc)
-    if health.leader_id and (not runtime.leader_history or runtime.leader_history[-1][1] != health.leader_id):
-        runtime.leader_history.append((now, health.leader_id))
-    changes = [t for t, _ in list(runtime.leader_history)[1:]]
+    health = probe_cluster(runtime.etcd(), settings.monitor)
+    now = health.timestamp
+    runtime.leader_history.window = timedelta(seconds=settings.monitor.leader_changes_window_seconds)
+    runtime.leader_history.observe(health)
+    changes = runtime.leader_history.changes(now)
     fresh = freshness(runtime)
     certs = certificates_for(settings)  # this host's (the chart mounts the PKI dir when the kit is on)
     report = run_checks(health, settings.monitor, freshness=fresh, leader_changes=changes, now=now,

@@ -15,6 +15,8 @@ import pytest
 
 from etcdguard.config import EtcdConfig, MonitorConfig
 from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
+from etcdguard.etcd.connect import SourceCandidate, snapshot_sources
+from etcdguard.etcd.connection import open_connection
 from tests.support.etcd_cluster import EtcdCluster, etcd_cluster, installation
 from tests.support.require import missing
 
@@ -39,7 +41,14 @@ def etcd_config(cluster: EtcdCluster, extra: list[str] | None = None) -> EtcdCon
 
 def probe(cluster: EtcdCluster, extra: list[str] | None = None, **monitor: object) -> ClusterHealth:
     """probe_cluster with the test timeout."""
-    return probe_cluster(etcd_config(cluster, extra), MonitorConfig.model_validate(monitor), timeout=TIMEOUT)
+    with open_connection(etcd_config(cluster, extra)) as conn:
+        return probe_cluster(conn, MonitorConfig.model_validate(monitor), timeout=TIMEOUT)
+
+
+def sources(cluster: EtcdCluster) -> list[SourceCandidate]:
+    """The snapshot sources the backup pipeline would pick, best first."""
+    with open_connection(etcd_config(cluster), timeout=TIMEOUT) as conn:
+        return snapshot_sources(conn)
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from etcdguard.config import EtcdConfig
-from etcdguard.etcd.cluster import ClusterHealth, pick_snapshot_source, probe_cluster
+from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
+from etcdguard.etcd.connection import open_connection
 from etcdguard.etcd.quorum import QuorumState, assess_quorum
 from tests.integration.health_fixtures import (
     TIMEOUT,
@@ -18,6 +19,7 @@ from tests.integration.health_fixtures import (
     follower_indexes,
     paused,
     probe,
+    sources,
     wait_for,
 )
 from tests.support.etcd_cluster import EtcdCluster, free_port
@@ -38,7 +40,7 @@ def test_healthy_cluster(cluster3_any: EtcdCluster) -> None:
         assert m.lag is not None and m.lag < 100 and m.leader_changes_seen is not None
     v = assess_quorum(health.members)
     assert v.state is QuorumState.HEALTHY and v.failures_tolerated == 1
-    assert pick_snapshot_source(health)[0].is_leader
+    assert sources(cluster3_any)[0].is_leader
 
     r = cli("check", *cli_endpoint_args(cluster3_any))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -82,7 +84,7 @@ def test_leader_stopped_new_leader_elected(cluster3: EtcdCluster) -> None:
         old = health.member(leader.name)
         assert old is not None and not old.reachable and not old.is_leader
         assert health.leader is not None
-        assert pick_snapshot_source(health)[0].name == health.leader.name
+        assert sources(cluster3)[0].name == health.leader.name
 
 
 def test_two_members_stopped_is_quorum_lost(cluster3: EtcdCluster) -> None:
@@ -92,7 +94,7 @@ def test_two_members_stopped_is_quorum_lost(cluster3: EtcdCluster) -> None:
         assert v.state is QuorumState.QUORUM_LOST and v.healthy_voting <= 1 and v.quorum == 2
         assert "quorum needs 2" in v.reason
         assert len(health.reachable_members) == 1
-        assert [m.name for m in pick_snapshot_source(health)] == [health.reachable_members[0].name]
+        assert [m.name for m in sources(cluster3)] == [health.reachable_members[0].name]
 
         r = cli("check", *cli_endpoint_args(cluster3))
         assert r.returncode == 2
@@ -107,9 +109,9 @@ def test_all_members_stopped(cluster3: EtcdCluster) -> None:
         health = finishes(lambda: probe(cluster3))
         assert not health.discovered and not health.reachable_members
         r = cli("status", *cli_endpoint_args(cluster3))
-        assert r.returncode == 4 and "QUORUM LOST" in r.stdout and "no etcd member reachable" in r.stdout
+        assert r.returncode == 4 and "UNREACHABLE" in r.stdout and "no etcd endpoint answered" in r.stdout
         r = cli("check", *cli_endpoint_args(cluster3))
-        assert r.returncode == 2 and r.stdout.startswith("ETCDGUARD CRITICAL - no etcd member reachable")
+        assert r.returncode == 2 and r.stdout.startswith("ETCDGUARD CRITICAL - no etcd endpoint answered")
 
 
 def test_unreachable_endpoints_cost_one_timeout(cluster3: EtcdCluster) -> None:
@@ -119,7 +121,8 @@ def test_unreachable_endpoints_cost_one_timeout(cluster3: EtcdCluster) -> None:
         # The closed port and the stopped member are listed FIRST: discovery must not wait on them.
         stopped = cluster3.members[victim].client_url
         endpoints = [closed, stopped, *(e for e in cluster3.endpoints if e != stopped)]
-        health = finishes(lambda: probe_cluster(EtcdConfig(endpoints=endpoints), timeout=TIMEOUT))
+        with open_connection(EtcdConfig(endpoints=endpoints)) as conn:
+            health = finishes(lambda: probe_cluster(conn, timeout=TIMEOUT))
         assert len(health.reachable_members) == 2 and len(health.members) == 3
         assert any(closed in e and "Connection refused" in e for e in health.endpoint_errors)
         r = cli("check", *cli_endpoint_args(cluster3, extra=[closed]))

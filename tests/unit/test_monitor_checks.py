@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from etcdguard.config import EtcdConfig
+import pytest
+
+from etcdguard.config import EtcdConfig, MonitorConfig
 from etcdguard.monitor import checks
 from etcdguard.monitor.model import Severity
 from tests.unit.test_monitor_fakes import MIB, cluster, config, healthy3, mem
@@ -34,15 +36,31 @@ def test_quorum_lost_is_critical() -> None:
     assert "survivor" in r.advice
 
 
-def test_nothing_reachable_is_critical() -> None:
+def test_nothing_reachable_is_critical_and_says_quorum_is_unknown() -> None:
     r = checks.check_quorum(cluster(mem("m0", up=False), mem("m1", up=False)))
-    assert r.severity is CRITICAL and "no etcd member reachable" in r.summary
+    assert r.severity is CRITICAL and r.summary.startswith("UNREACHABLE: no etcd endpoint answered")
+    assert "cannot tell whether the cluster has quorum" in r.summary and "QUORUM LOST" not in r.summary
 
 
-def test_single_member_is_a_warning_that_says_so() -> None:
+def test_single_member_is_ok_by_design() -> None:
     r = checks.check_quorum(cluster(mem("m0", leader=True)))
-    assert r.severity is WARNING
-    assert "single member: no fault tolerance" in r.summary and "expected" in r.summary
+    assert r.severity is OK
+    assert r.summary == "HEALTHY (can lose 0 more): single member: no fault tolerance, by design"
+
+
+@pytest.mark.parametrize(("minimum", "members", "severity"), [
+    (1, 1, WARNING),   # a single member below the wanted tolerance
+    (1, 3, OK),        # 3 healthy tolerate 1
+    (2, 3, WARNING),   # ... but not 2
+    (2, 5, OK),
+])
+def test_min_fault_tolerance(minimum: int, members: int, severity: Severity) -> None:
+    h = cluster(*[mem(f"m{i}", leader=i == 0) for i in range(members)])
+    config = MonitorConfig.model_validate({"min_fault_tolerance": minimum})
+    r = checks.check_quorum(h, config)
+    assert r.severity is severity, r
+    if severity is WARNING:
+        assert f"below monitor.min_fault_tolerance {minimum}" in r.summary and "Add voting members" in r.advice
 
 
 def test_two_healthy_members_are_critical() -> None:

@@ -27,7 +27,16 @@ def test_etcd_overrides_keys() -> None:
 def test_status_unreachable_exits_4() -> None:
     r = runner.invoke(app, ["status", "--endpoints", closed_endpoints(), "--timeout", "1"])
     assert r.exit_code == 4, r.output
-    assert "QUORUM LOST" in r.output and "no etcd member reachable" in r.output
+    assert "UNREACHABLE" in r.output and "no etcd endpoint answered" in r.output
+    assert "QUORUM LOST" not in r.output
+
+
+def test_status_with_a_mistyped_endpoint_does_not_claim_quorum_loss() -> None:
+    typo = f"http://127.0.0.1:{free_port()}"  # nothing listens there: what a typo in the port looks like
+    r = runner.invoke(app, ["status", "--endpoints", typo, "--timeout", "1"], env={"COLUMNS": "200"})
+    assert r.exit_code == 4, r.output
+    assert "QUORUM LOST" not in r.output
+    assert f"no etcd endpoint answered (tried {typo}): cannot tell whether the cluster has quorum" in r.output
     assert "Traceback" not in r.output
 
 
@@ -35,13 +44,13 @@ def test_status_unreachable_json() -> None:
     r = runner.invoke(app, ["status", "--endpoints", closed_endpoints(), "--timeout", "1", "-o", "json"])
     assert r.exit_code == 4
     data = json.loads(r.stdout)
-    assert data["verdict"]["state"] == "QUORUM LOST" and data["cluster"]["discovered"] is False
+    assert data["verdict"]["state"] == "UNREACHABLE" and data["cluster"]["discovered"] is False
 
 
 def test_check_unreachable_is_critical() -> None:
     r = runner.invoke(app, ["check", "--endpoints", closed_endpoints(), "--timeout", "1"])
     assert r.exit_code == 2, r.output
-    assert r.stdout.startswith("ETCDGUARD CRITICAL - no etcd member reachable")
+    assert r.stdout.startswith("ETCDGUARD CRITICAL - no etcd endpoint answered")
 
 
 def test_check_bad_config_is_unknown(tmp_path: Path) -> None:
@@ -64,7 +73,7 @@ def test_help_documents_exit_codes() -> None:
     for text in ("0  OK", "1  WARNING", "2  CRITICAL", "3  UNKNOWN"):
         assert text in r.output
     r = runner.invoke(app, ["status", "--help"], env={"COLUMNS": "200"})
-    assert "4  no etcd member reachable" in r.output
+    assert "4  no etcd endpoint answered" in r.output
 
 
 def test_check_writes_metrics_file(tmp_path: Path) -> None:

@@ -68,7 +68,8 @@ def test_summary_caps_the_problem_list() -> None:
 def test_unreachable_summary() -> None:
     report = run_checks(cluster(mem("m0", up=False), mem("m1", up=False)), config(), now=NOW)
     assert report.exit_code == 2
-    assert report.to_text().startswith("ETCDGUARD CRITICAL - no etcd member reachable")
+    assert report.to_text().startswith("ETCDGUARD CRITICAL - no etcd endpoint answered")
+    assert report.verdict.state.value == "UNREACHABLE" and "QUORUM LOST" not in report.to_text()
     assert [r.name for r in report.results] == ["quorum"]
     assert "member checks: no member answered" in report.skipped
 
