@@ -16,7 +16,7 @@ from etcdguard.cli.common import OutputFormat, exit_codes_epilog, handle_errors,
 from etcdguard.cli.render import human_age, human_bytes, when
 from etcdguard.config import Settings
 from etcdguard.errors import AbortedError, BackupNotFoundError, ConfigError, EtcdGuardError
-from etcdguard.etcd.connect import first_reachable
+from etcdguard.etcd.connection import open_connection
 from etcdguard.kit.catalog import KitCatalog, KitEntry
 from etcdguard.kit.collect import CollectOptions
 from etcdguard.kit.model import KitManifest
@@ -57,7 +57,8 @@ def _listing_keys(cfg: Settings, skip: bool) -> list[VerifyKey] | None:
 def _cluster_id(cfg: Settings, given: str | None) -> str:
     if given:
         return given.lower()
-    with first_reachable(cfg.etcd) as (client, _):
+    with open_connection(cfg.etcd) as conn:
+        client, _ = conn.discover()
         return f"{client.status().cluster_id:x}"
 
 

@@ -1,7 +1,7 @@
 """What the member workflows need from etcd (a port), and its implementation over the client.
 
 The workflows depend only on :class:`MembershipPort`, so their logic has unit tests against a
-fake cluster. :class:`LiveMembership` talks to the real cluster through ``MemberClient``.
+fake cluster. :class:`LiveMembership` talks to the real cluster through one ``EtcdConnection``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from etcdguard.config import EtcdConfig, MonitorConfig
 from etcdguard.errors import EtcdGuardError, EtcdUnavailableError, PermanentError
 from etcdguard.etcd.client import MemberAddResult, MemberInfo, MemberStatus
 from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
-from etcdguard.etcd.connect import client_for
+from etcdguard.etcd.connection import open_connection
+from etcdguard.etcd.ports import EtcdConnection
 
 
 class MembershipPort(Protocol):
@@ -58,8 +59,10 @@ class MembershipPort(Protocol):
 class LiveMembership:
     """:class:`MembershipPort` over the configured endpoints, plus the members' own client URLs."""
 
-    def __init__(self, etcd: EtcdConfig, monitor: MonitorConfig | None = None) -> None:
+    def __init__(self, etcd: EtcdConfig, monitor: MonitorConfig | None = None,
+                 connection: EtcdConnection | None = None) -> None:
         self.etcd = etcd
+        self.conn = connection or open_connection(etcd)
         self.monitor = monitor or MonitorConfig.model_validate({})
         self._known: list[str] = list(etcd.endpoints)
         self._last_good: str | None = None
@@ -71,16 +74,13 @@ class LiveMembership:
     def _call(self, fn_name: str, *args: object, **kwargs: object) -> object:
         errors: list[str] = []
         for endpoint in self._endpoints():
-            client = client_for(self.etcd, endpoint)
             try:
-                result = getattr(client, fn_name)(*args, **kwargs)
+                result = getattr(self.conn.client(endpoint), fn_name)(*args, **kwargs)
             except EtcdGuardError as exc:
                 if isinstance(exc, PermanentError) or type(exc) is not EtcdUnavailableError:
                     raise  # etcd answered: a refusal, not a dead endpoint
                 errors.append(str(exc))
                 continue
-            finally:
-                client.close()
             self._last_good = endpoint
             return result
         raise EtcdUnavailableError(f"no etcd endpoint answered ({', '.join(self._endpoints())}): "
@@ -89,21 +89,20 @@ class LiveMembership:
     def members(self) -> list[MemberInfo]:
         """The member list from the first endpoint that answers; learns the members' URLs."""
         found: list[MemberInfo] = self._call("member_list")  # type: ignore[assignment]
-        voters = [u for m in found if not m.is_learner for u in m.client_urls]
+        voters = [u for m in found if not m.is_learner for u in self.conn.usable_urls(m.client_urls)]
         self._known = list(dict.fromkeys([*self._known, *voters]))
         return found
 
     def health(self) -> ClusterHealth:
         """Probe every member."""
-        cfg = self.etcd.model_copy(update={"endpoints": self._endpoints()})
-        return probe_cluster(cfg, self.monitor, timeout=min(self.etcd.dial_timeout, self.monitor.probe_timeout))
+        return probe_cluster(self.conn, self.monitor,
+                             timeout=min(self.etcd.dial_timeout, self.monitor.probe_timeout))
 
     def status(self, member: MemberInfo) -> MemberStatus | None:
         """Status from the member itself (None: it does not answer)."""
-        for url in member.client_urls:
+        for url in self.conn.usable_urls(member.client_urls):
             try:
-                with client_for(self.etcd, url, timeout=min(self.etcd.dial_timeout, 3.0)) as client:
-                    status = client.status()
+                status = self.conn.client(url).with_timeout(min(self.etcd.dial_timeout, 3.0)).status()
             except EtcdGuardError:
                 continue
             if status.member_id == member.id:
@@ -124,10 +123,4 @@ class LiveMembership:
 
     def move_leader(self, target_id: int) -> None:
         """MoveLeader, sent to the member that is the leader now."""
-        for m in self.members():
-            status = None if m.is_learner else self.status(m)
-            if status is not None and status.leader == status.member_id:
-                with client_for(self.etcd, m.client_urls[0]) as client:
-                    client.move_leader(target_id)
-                return
-        raise EtcdUnavailableError("no member answered as the leader; cannot move leadership")
+        self.conn.move_leader(target_id)
