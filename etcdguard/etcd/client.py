@@ -13,15 +13,14 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 
 from etcdguard.errors import ConfigError, EtcdUnavailableError
+from etcdguard.etcd.channel import CallGroup, Link
+from etcdguard.etcd.channel import parse_endpoint as parse_endpoint
 from etcdguard.etcd.errors import InvalidAuthTokenError, translate_rpc_error
-from etcdguard.etcd.pb import rpc_pb2, rpc_pb2_grpc
-
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+from etcdguard.etcd.pb import rpc_pb2
 
 
 @dataclass(frozen=True)
@@ -113,18 +112,6 @@ class AlarmInfo:
     alarm: str
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, bool]:
-    """Return (``host:port`` target, secure?) for ``https://h:p``, ``http://h:p`` or ``h:p``."""
-    text = endpoint.strip()
-    if "://" not in text:
-        return text, False
-    parts = urlsplit(text)
-    if parts.scheme not in {"http", "https", "unix", "unixs"} or not parts.netloc:
-        raise ConfigError(f"invalid etcd endpoint {endpoint!r}: expected http(s)://host:port")
-    port = parts.port or 2379
-    return f"{parts.hostname}:{port}", parts.scheme in {"https", "unixs"}
-
-
 @dataclass(frozen=True)
 class MemberAddResult:
     """MemberAdd's answer: the new member and the member list including it.
@@ -139,75 +126,6 @@ class MemberAddResult:
 def _member_info(m: Any) -> MemberInfo:
     return MemberInfo(id=m.ID, name=m.name, peer_urls=tuple(m.peerURLs), client_urls=tuple(m.clientURLs),
                       is_learner=m.isLearner)
-
-
-class CallGroup:
-    """In-flight unary calls that can be cancelled together (a key count when its stream fails).
-
-    After :meth:`cancel`, calls made through the group fail at once with EtcdUnavailableError.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._calls: set[grpc.Future] = set()
-        self.cancelled = False
-
-    def add(self, call: grpc.Future) -> None:
-        """Track ``call``; cancel it at once if the group is already cancelled."""
-        with self._lock:
-            self._calls.add(call)
-            cancelled = self.cancelled
-        if cancelled:
-            call.cancel()
-
-    def discard(self, call: grpc.Future) -> None:
-        """Stop tracking ``call`` (it finished)."""
-        with self._lock:
-            self._calls.discard(call)
-
-    def cancel(self) -> None:
-        """Cancel every tracked call and every later one."""
-        with self._lock:
-            self.cancelled = True
-            calls = list(self._calls)
-        for call in calls:
-            call.cancel()
-
-
-class _Link:
-    """One gRPC channel to one member, its stubs, and the auth token (shared by client views)."""
-
-    def __init__(self, endpoint: str, tls: TLSFiles, credentials: Credentials | None) -> None:
-        target, secure = parse_endpoint(endpoint)
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.enable_retries", 0),
-            # a member that comes back is reached again within a second, not after gRPC's
-            # default exponential backoff of up to two minutes
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-            # one thread per stream and a capped HTTP/2 window: the snapshot stream is consumed
-            # at the pipeline's pace instead of being buffered in memory when etcd is faster
-            ("SingleThreadedUnaryStream", 1),
-            ("grpc.http2.bdp_probe", 0),
-            ("grpc.http2.lookahead_bytes", 1 << 20),
-        ]
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
-        self.secure = secure or tls.enabled
-        if self.secure:
-            self.channel = grpc.secure_channel(target, tls.credentials(), options=options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=options)
-        self.kv = rpc_pb2_grpc.KVStub(self.channel)
-        self.maintenance = rpc_pb2_grpc.MaintenanceStub(self.channel)
-        self.cluster = rpc_pb2_grpc.ClusterStub(self.channel)
-        self.lease = rpc_pb2_grpc.LeaseStub(self.channel)
-        self.auth = rpc_pb2_grpc.AuthStub(self.channel)
-        self.credentials = credentials
-        self.token: str | None = None
-        self.token_lock = threading.Lock()
 
 
 class MemberClient:
@@ -228,7 +146,7 @@ class MemberClient:
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._link = _Link(endpoint, tls or TLSFiles(), credentials)
+        self._link = Link(endpoint, tls or TLSFiles(), credentials)
         self._group: CallGroup | None = None
 
     # -- plumbing -------------------------------------------------------------------------

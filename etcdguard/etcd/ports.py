@@ -13,9 +13,9 @@ from collections.abc import Generator, Iterable
 from typing import Protocol
 
 from etcdguard.errors import ConfigError, EtcdGuardError, EtcdUnavailableError, PermanentError
+from etcdguard.etcd.channel import CallGroup
 from etcdguard.etcd.client import (
     AlarmInfo,
-    CallGroup,
     HashKV,
     MemberAddResult,
     MemberInfo,

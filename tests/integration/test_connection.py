@@ -13,7 +13,7 @@ import pytest
 
 from etcdguard.backup.pipeline import BackupRequest, take_backup
 from etcdguard.config import EtcdConfig
-from etcdguard.etcd import client as client_module
+from etcdguard.etcd import channel as channel_module
 from etcdguard.etcd.cluster import probe_cluster
 from etcdguard.etcd.connect import snapshot_sources
 from etcdguard.etcd.connection import open_connection
@@ -32,13 +32,13 @@ PASSWORD = "s3cret-pw"
 def channels(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every gRPC channel opened in this process during the test, by target URL."""
     opened: list[str] = []
-    original = client_module._Link.__init__
+    original = channel_module.Link.__init__
 
     def counting(self: Any, endpoint: str, *args: Any, **kwargs: Any) -> None:
         opened.append(endpoint)
         original(self, endpoint, *args, **kwargs)
 
-    monkeypatch.setattr(client_module._Link, "__init__", counting)
+    monkeypatch.setattr(channel_module.Link, "__init__", counting)
     return opened
 
 

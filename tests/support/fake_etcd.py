@@ -14,9 +14,9 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 
 from etcdguard.errors import ConfigError, EtcdUnavailableError
+from etcdguard.etcd.channel import CallGroup
 from etcdguard.etcd.client import (
     AlarmInfo,
-    CallGroup,
     HashKV,
     MemberAddResult,
     MemberInfo,
