@@ -49,7 +49,7 @@ STATUS_EPILOG = (
 )
 CHECK_EPILOG = (
     "Exit codes (monitoring-plugin convention, for Nagios, Icinga, Sensu, cron):\n\n"
-    "  0  OK\n\n  1  WARNING\n\n  2  CRITICAL (including: no etcd member reachable)\n\n"
+    "  0  OK\n\n  1  WARNING\n\n  2  CRITICAL (including: no etcd endpoint answered)\n\n"
     "  3  UNKNOWN (could not check: invalid configuration, unreadable TLS files)\n\n"
     "The backup checks (backup_age, verification) run when a store is configured and are skipped "
     "(saying so) without one. The leader-change check needs a history of probes: it is skipped "
