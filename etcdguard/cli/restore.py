@@ -19,6 +19,7 @@ from etcdguard.cli.common import OutputFormat, exit_codes_epilog, handle_errors,
 from etcdguard.config import Settings
 from etcdguard.errors import AbortedError, ConfigError
 from etcdguard.etcd.cluster import probe_cluster
+from etcdguard.etcd.connection import open_connection
 from etcdguard.etcd.quorum import assess_quorum
 from etcdguard.restore import session
 from etcdguard.restore.assess import describe_data_dir
@@ -149,7 +150,8 @@ def _finish(params: JobParams, cfg: Settings, quiet: bool) -> None:
     tls = params.client_tls.files()
     etcd = cfg.etcd.model_copy(update={"endpoints": endpoints, "cacert": tls.cacert if tls else None,
                                        "cert": tls.cert if tls else None, "key": tls.key if tls else None})
-    verdict = assess_quorum(list(probe_cluster(etcd, cfg.monitor).members))
+    with open_connection(etcd) as conn:
+        verdict = assess_quorum(list(probe_cluster(conn, cfg.monitor).members))
     if quiet:
         return
     stderr.print(f"[bold]cluster verdict[/] {escape(verdict.headline)}: {escape(verdict.reason)}")

@@ -22,6 +22,7 @@ from etcdguard.errors import AbortedError, ConfigError, EtcdGuardError, SandboxU
 from etcdguard.etcd.binaries import EtcdVersion
 from etcdguard.etcd.client import TLSFiles
 from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
+from etcdguard.etcd.connection import open_connection
 from etcdguard.etcd.datadir import DataDirInfo, read_data_dir
 from etcdguard.etcd.tools import SnapshotTool, child_env
 from etcdguard.restore.assess import Assessment, BackupRef, assess, is_kubernetes
@@ -135,7 +136,8 @@ def diagnose(settings: Settings, catalog: Catalog | None, *, manifests_dir: Path
     mode = _run_mode(settings, mdir)
     local, apiserver = _local(settings, mode, mdir)
     etcd = _etcd_config(settings, local)
-    health: ClusterHealth | None = probe_cluster(etcd, settings.monitor)
+    with open_connection(etcd) as conn:
+        health: ClusterHealth | None = probe_cluster(conn, settings.monitor)
     entries = safe_entries(catalog) if catalog is not None else []
     server_version = (local.image_version if local else None) or next(
         (m.version for m in health.members if m.version), None) if health else None

@@ -14,6 +14,12 @@ from etcdguard.storage.local import LocalStore
 from tests.support.fake_etcd import FakeCluster, FakeConnection
 
 
+@pytest.fixture(autouse=True)
+def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backup journals go to the test's temp dir."""
+    monkeypatch.setenv("ETCDGUARD_STATE_DIR", str(tmp_path / "state"))
+
+
 def request(**fields: object) -> BackupRequest:
     base: dict[str, object] = {"etcd": EtcdConfig(endpoints=["http://m0:2379"]), "cluster_name": "fake",
                                "recipients": [], "recipient_texts": [], "signing_key": None,
@@ -49,7 +55,7 @@ def test_a_failing_stream_moves_to_the_next_member(tmp_path: Path) -> None:
     fake.node("m2").applied = 1001
     conn = FakeConnection(fake)
     result = take_backup(request(), LocalStore(tmp_path), connection=conn)
-    assert result.run.sources_tried == ["m0", "m2"]
+    assert result.sources_tried == ["m0", "m2"]
     assert result.manifest.source.name == "m2"
     assert len(conn.opened) == 3
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from etcdguard.config import EtcdConfig, Settings
 from etcdguard.monitor.metrics import EtcdGuardMetrics
 from etcdguard.service import jobs
@@ -20,6 +22,12 @@ class NeverLeader(AlwaysLeader):
 
     def is_leader(self) -> bool:
         return False
+
+
+@pytest.fixture(autouse=True)
+def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backup journals go to the test's temp dir."""
+    monkeypatch.setenv("ETCDGUARD_STATE_DIR", str(tmp_path / "state"))
 
 
 def runtime(tmp_path: Path, fake: FakeCluster, elector: LeaderElector | None = None,
