@@ -121,7 +121,7 @@ def print_status(report: CheckReport) -> None:
                           style="dim"))
     for r in report.problems():
         if r.name != "quorum":
-            stdout.print(Text(f"  {r.severity.value} {r.name}: {r.summary}",
+            stdout.print(Text(plain(f"  {r.severity.value} {r.name}: {r.summary}"),
                               style=_SEVERITY_STYLE[r.severity]))
 
 

@@ -9,7 +9,8 @@ from rich.console import Console
 
 from etcdguard.cli import health
 from etcdguard.cli.render import clean, plain
-from etcdguard.etcd.quorum import assess_quorum
+from etcdguard.config import MonitorConfig
+from etcdguard.monitor.report import run_checks
 from tests.unit.test_monitor_fakes import cluster, mem
 
 HOSTILE = "[red]evil[/red]\x1b[2J\x07\u202e"
@@ -30,7 +31,7 @@ def test_status_shows_a_hostile_member_name_literally(monkeypatch: pytest.Monkey
     monkeypatch.setattr(health, "stdout", console)
     hurt = cluster(mem("m0", leader=True), mem(HOSTILE, version="3.5.16" + HOSTILE),
                    mem("m2", up=False, error=f"etcd down: {HOSTILE}"))
-    health.print_status(hurt, assess_quorum(hurt.members))
+    health.print_status(run_checks(hurt, MonitorConfig()))
     text = out.getvalue()
     assert text.count("[red]evil[/red]") >= 3  # name, version and error shown as typed
     assert "\x1b[2J" not in text and "\x07" not in text and "\u202e" not in text
