@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from etcdguard import interrupts
 from etcdguard.backup.keys import generate_keys
 from etcdguard.cli.common import handle_errors, stdout
 
@@ -23,7 +24,7 @@ def generate(
     Give the service only recipient.txt and signing.key. Keep identity.age offline (a secret
     store, a safe): it is needed to verify and restore backups, and nothing else can decrypt them.
     """
-    with handle_errors():
+    with handle_errors(), interrupts.deferred():  # a whole key set or none, even on SIGTERM
         keys = generate_keys(directory, force=force)
     stdout.print(f"[green]wrote[/] {keys.identity}     (age identity: SECRET, keep offline)")
     stdout.print(f"[green]wrote[/] {keys.recipient}    ({keys.recipient_text})")

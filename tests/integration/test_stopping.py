@@ -93,14 +93,19 @@ def test_snapshot_to_s3_stopped(cli: CLI, big_etcd: EtcdCluster, module_keys: Ge
     assert tree(tmpdir) == []
 
 
+@pytest.mark.parametrize("moment", ["writing", "stream starting"])
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
-def test_snapshot_to_local_store_stopped_mid_write(cli: CLI, big_etcd: EtcdCluster, module_keys: GeneratedKeys,
-                                                   tmp_path: Path, sig: int) -> None:
+def test_snapshot_to_local_store_stopped(cli: CLI, big_etcd: EtcdCluster, module_keys: GeneratedKeys,
+                                         tmp_path: Path, sig: int, moment: str) -> None:
+    """Stopped while a growing .partial file is written, or as the stream starts (hashkv done)."""
     store = tmp_path / "store"
     tmpdir = private_tmp(tmp_path)
     run = Running(cli, snapshot_args(big_etcd, module_keys, str(store)), {"TMPDIR": str(tmpdir)}, tmp_path / "run")
     try:
-        run.pause_when(lambda: bool(partial_files(store)), "a growing .partial file in the store")
+        if moment == "writing":
+            run.pause_when(lambda: bool(partial_files(store)), "a growing .partial file in the store")
+        else:
+            run.pause_when(lambda: " hashkv " in run.stderr_text(), "the hashkv step finished")
         result = run.stop_with(sig)
     finally:
         run.close()
