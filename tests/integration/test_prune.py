@@ -207,10 +207,10 @@ def test_policy_comes_from_config_and_flags_override_it(store_root: Path, tmp_pa
     assert data["delete"] == [] and data["policy"]["keep_last"] == 20
 
 
-def test_invalid_policy_is_a_config_error(store_root: Path) -> None:
+def test_invalid_policy_flag_is_a_usage_error(store_root: Path) -> None:
     r = prune(store_root, "--dry-run", "--min-count", "0")
-    assert r.exit_code == 3, r.output
-    assert "retention.min_count" in r.stderr
+    assert r.exit_code == 2, r.output
+    assert "error: --min-count: " in r.stderr
 
 
 def test_empty_store(tmp_path: Path) -> None:
