@@ -51,8 +51,10 @@ def download_backup(catalog: Catalog, selector: str, keys: list[VerifyKey] | Non
     if isinstance(dest, Path):
         result = recover_snapshot(catalog.store, manifest, prefix, identities, dest, on_bytes=on_bytes)
         return Downloaded(manifest, result.path, result.size, result.sha256)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX))  # 0700, private to this user
+    staging: Path | None = None
     try:
+        with interrupts.deferred():  # known before SIGTERM/SIGINT can leave it behind
+            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX))  # 0700, private to this user
         result = recover_snapshot(catalog.store, manifest, prefix, identities, staging / "snapshot.db",
                                   on_bytes=on_bytes)
         with result.path.open("rb") as checked:
@@ -60,5 +62,6 @@ def download_backup(catalog: Catalog, selector: str, keys: list[VerifyKey] | Non
         dest.flush()
         return Downloaded(manifest, None, result.size, result.sha256)
     finally:
-        with interrupts.deferred():
-            shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            with interrupts.deferred():
+                shutil.rmtree(staging, ignore_errors=True)

@@ -72,20 +72,30 @@ class LocalWriter(BlobWriter):
         self._final = store.path_of(key)
         self._size = 0
         self._state = "open"
-        with interrupts.deferred():  # the temp file must exist only once this writer knows it
-            for attempt in range(3):  # a concurrent delete() may prune the fresh directory
-                store.ensure_dir(self._final.parent)
-                try:
-                    fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=self._final.parent)
-                    break
-                except FileNotFoundError as exc:
-                    if attempt == 2:
-                        raise _os_error("create a temp file in", self._final.parent, exc) from exc
-                except OSError as exc:
-                    store.prune_empty_dirs(self._final.parent)
+        self._tmp: Path | None = None
+        self._file: BinaryIO | None = None
+        try:
+            # SIGTERM/SIGINT wait until this writer knows its temp file, then abort() removes it
+            with interrupts.deferred():
+                self._create_temp_file()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create_temp_file(self) -> None:
+        store = self._store
+        for attempt in range(3):  # a concurrent delete() may prune the fresh directory
+            store.ensure_dir(self._final.parent)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, dir=self._final.parent)
+                break
+            except FileNotFoundError as exc:
+                if attempt == 2:
                     raise _os_error("create a temp file in", self._final.parent, exc) from exc
-            self._tmp = Path(tmp)
-            self._file: BinaryIO = os.fdopen(fd, "wb")
+            except OSError as exc:
+                raise _os_error("create a temp file in", self._final.parent, exc) from exc
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
 
     def __repr__(self) -> str:
         return f"LocalWriter({str(self._final)!r}, state={self._state}, size={self._size})"
@@ -97,6 +107,7 @@ class LocalWriter(BlobWriter):
     def write(self, data: bytes) -> None:
         """Append ``data`` to the temp file."""
         self._require_open()
+        assert self._file is not None and self._tmp is not None  # open writers have their temp file
         try:
             self._file.write(data)
         except OSError as exc:
@@ -112,6 +123,7 @@ class LocalWriter(BlobWriter):
         return BlobInfo(self.key, self._size, datetime.now(timezone.utc))
 
     def _commit(self) -> None:
+        assert self._file is not None and self._tmp is not None  # open writers have their temp file
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -128,11 +140,13 @@ class LocalWriter(BlobWriter):
         if self._state in ("committed", "aborted"):
             return
         self._state = "aborted"
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self._tmp.unlink()
-        self._store.prune_empty_dirs(self._tmp.parent)
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+        self._store.prune_empty_dirs(self._final.parent)
 
 
 class LocalStore(BlobStore):

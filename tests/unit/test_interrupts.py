@@ -126,3 +126,27 @@ def test_cli_exits_130_with_one_line(sig: int, tmp_path: object) -> None:
     assert proc.returncode == 130
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines == [f"interrupted ({signal.Signals(sig).name}); nothing partial was left behind"]
+
+
+def test_a_signal_while_a_local_writer_creates_its_temp_file_leaves_nothing(
+        guard: interrupts.InterruptGuard, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from etcdguard.storage import LocalStore
+
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp_then_signal(*args: object, **kwargs: object) -> tuple[int, str]:
+        created = real_mkstemp(*args, **kwargs)  # type: ignore[call-overload]
+        os.kill(os.getpid(), signal.SIGTERM)
+        _wait_for_signal(guard)  # the handler ran, held back by the writer's deferral
+        return created  # type: ignore[no-any-return]
+
+    root = Path(str(tmp_path)) / "store"
+    store = LocalStore(root)
+    store.check()
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_signal)
+    with pytest.raises(interrupts.Interrupted):
+        store.open_writer("prod/20250101T000000Z-aaaaaa/snapshot.db.zst.age")
+    assert list(root.rglob("*")) == []  # no temp file, no backup directory
