@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,7 @@ from etcdguard.cli.common import OutputFormat, handle_errors, print_json, settin
 from etcdguard.config import Settings
 from etcdguard.errors import AbortedError, ConfigError
 from etcdguard.etcd.cluster import ClusterHealth, MemberHealth
+from etcdguard.etcd.connection import open_connection
 from etcdguard.etcd.quorum import assess_quorum
 from etcdguard.members.access import LiveMembership
 from etcdguard.members.certs import check_member_certificates, require_good
@@ -115,8 +118,11 @@ def _settings(ctx: typer.Context, endpoints: str | None, cacert: Path | None, ce
     return settings(ctx, opt.etcd_overrides(endpoints, cacert, cert, key, timeout))
 
 
-def _port(cfg: Settings) -> LiveMembership:
-    return LiveMembership(cfg.etcd, cfg.monitor)
+@contextmanager
+def _membership(cfg: Settings) -> Iterator[LiveMembership]:
+    """The cluster over one etcd connection, closed when the command is done."""
+    with open_connection(cfg.etcd) as conn:
+        yield LiveMembership(cfg.etcd, cfg.monitor, conn)
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -188,7 +194,8 @@ def list_members(
     """Every member with its role (voter, leader, learner), state and URLs, and the quorum verdict."""
     with handle_errors():
         cfg = _settings(ctx, endpoints, cacert, cert, key, timeout)
-        health = _port(cfg).health()
+        with _membership(cfg) as port:
+            health = port.health()
     verdict = assess_quorum(health.members)
     if output is OutputFormat.json:
         print_json({"members": [m.to_dict() for m in health.members], "quorum": verdict.to_dict(),
@@ -227,10 +234,10 @@ def add(
         peer = validate_peer_url(peer_url)
         cfg = _settings(ctx, endpoints, cacert, cert, key, timeout)
         _check_certificates(cfg, peer, peer_cert, server_cert)
-        port = _port(cfg)
         _confirm(f"add {'learner' if learner else 'voting member'} {name} at {peer}?", yes)
-        added = add_member(port, name, peer, learner=learner, force=force, reporter=reporter,
-                           waits=_waits(refusal_timeout))
+        with _membership(cfg) as port:
+            added = add_member(port, name, peer, learner=learner, force=force, reporter=reporter,
+                               waits=_waits(refusal_timeout))
         print_settings(added.settings, SettingsOutput(env_file, manifest_from, manifest_out))
     if learner:
         stdout.print(f"start {name}, then: etcdguard member promote {name} --wait", markup=False)
@@ -253,8 +260,7 @@ def promote(
     """Promote a learner to a voting member (with --wait: once it has caught up with the leader)."""
     reporter = ConsoleReporter()
     try:
-        with handle_errors():
-            port = _port(_settings(ctx, endpoints, cacert, cert, key, timeout))
+        with handle_errors(), _membership(_settings(ctx, endpoints, cacert, cert, key, timeout)) as port:
             status = promote_member(port, name, wait=wait, force=force, reporter=reporter,
                                     waits=_waits(refusal_timeout, start_timeout, catch_up_timeout))
             verdict = assess_quorum(port.health().members)
@@ -279,10 +285,11 @@ def remove(
     """Remove a member, refusing (exit 10) when the remaining reachable voters could not keep quorum."""
     reporter = ConsoleReporter()
     with handle_errors():
-        port = _port(_settings(ctx, endpoints, cacert, cert, key, timeout))
+        cfg = _settings(ctx, endpoints, cacert, cert, key, timeout)
         _confirm(f"remove member {name}?", yes)
-        removed = remove_member(port, name, force=force, reporter=reporter, waits=_waits(refusal_timeout))
-        verdict = assess_quorum(port.health().members)
+        with _membership(cfg) as port:
+            removed = remove_member(port, name, force=force, reporter=reporter, waits=_waits(refusal_timeout))
+            verdict = assess_quorum(port.health().members)
     stdout.print(f"removed {removed.name or 'member'} {removed.id:x}; cluster {verdict.headline}", markup=False)
 
 
@@ -339,11 +346,12 @@ def replace(
                                      client_hosts=(url_host(peer),))
             _confirm(f"replace member {dead} with {name} at {peer}?", yes)
             output = SettingsOutput(env_file, manifest_from, manifest_out)
-            replacement = Replacement(_port(cfg), request, reporter,
-                                      _waits(refusal_timeout, start_timeout, catch_up_timeout),
-                                      lambda s: print_settings(s, output))
-            outcome = replacement.run(open_journal(journal_dir or default_journal_dir(), request),
-                                      on_change=_step_printer)
+            with _membership(cfg) as port:
+                replacement = Replacement(port, request, reporter,
+                                          _waits(refusal_timeout, start_timeout, catch_up_timeout),
+                                          lambda s: print_settings(s, output))
+                outcome = replacement.run(open_journal(journal_dir or default_journal_dir(), request),
+                                          on_change=_step_printer)
     finally:
         reporter.close()
     if remove_only:
