@@ -2,14 +2,21 @@
 
 store object -> sha256 (stored) -> age decrypt -> zstd -d -> sha256 (plain) -> etcd trailer
 -> private temp file beside the destination -> rename. Any failed check removes the output.
+
+Three threads stream it in one pass: a download thread reads and hashes the stored object into
+a bounded pipe, the calling thread decrypts and decompresses (counting plain bytes against the
+manifest's size), and a write thread hashes the plain bytes and writes them. hashlib, zstd and
+file writes release the GIL, so the stages overlap on several cores; the file is fsynced once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +26,13 @@ import pyrage
 import zstandard
 
 from etcdguard.backup.manifest import Manifest
-from etcdguard.backup.streams import TRAILER_BYTES, HashingReader
+from etcdguard.backup.streams import TRAILER_BYTES, BytePipe, HashingReader, PipeClosedError
 from etcdguard.errors import ConfigError, IntegrityError
 from etcdguard.storage.base import BlobStore
 
 READ_SIZE = 1 << 20
+PIPE_BYTES = 16 << 20  # what each pipe between two stages may hold
+_JOIN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -35,15 +44,57 @@ class RecoveredSnapshot:
     sha256: str
 
 
+class _Stage(threading.Thread):
+    """A daemon thread running ``work``; keeps the exception it ended with in :attr:`error`."""
+
+    def __init__(self, name: str, work: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._work = work
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:
+            self.error = exc
+
+
+class _PipeReader(io.RawIOBase):
+    """Reads a :class:`BytePipe` block by block, handing out slices of each block without copying."""
+
+    def __init__(self, pipe: BytePipe) -> None:
+        super().__init__()
+        self._pipe = pipe
+        self._block = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if not self._block:
+            self._block = memoryview(self._pipe.read(PIPE_BYTES))
+        n = min(len(buffer), len(self._block))
+        buffer[:n] = self._block[:n]
+        self._block = self._block[n:]
+        return n
+
+    def drain(self) -> None:
+        """Read to EOF (so the download hashes every byte)."""
+        self._block = memoryview(b"")
+        while self._pipe.read(PIPE_BYTES):
+            pass
+
+
 class _PlainSink:
-    """Receives decompressed bytes: writes them to a file, hashes them, remembers the tail.
+    """Receives decompressed bytes and queues them for the write thread, which hashes and writes them.
 
     Refuses (IntegrityError, kept in :attr:`error`) any byte beyond ``limit``, the plain size
     the signed manifest states, so a decompression bomb writes no more than that.
     """
 
     def __init__(self, fd: int, on_bytes: Callable[[int], None] | None, limit: int, what: str) -> None:
-        self._file = os.fdopen(fd, "wb", buffering=READ_SIZE)
+        self._fd = fd
+        self._pipe = BytePipe(PIPE_BYTES)
         self.body_hash = hashlib.sha256()
         self.tail = b""
         self.size = 0
@@ -51,6 +102,8 @@ class _PlainSink:
         self._limit = limit
         self._what = what
         self.error: IntegrityError | None = None
+        self._writer = _Stage("recover-write", self._write_all)
+        self._writer.start()
 
     def write(self, data: bytes) -> int:
         if self.size + len(data) > self._limit:
@@ -58,29 +111,103 @@ class _PlainSink:
                 f"{self._what}: decompresses to more than the {self._limit} bytes its manifest states; "
                 "refusing it (damaged or forged)")
             raise self.error
-        self._file.write(data)
-        view = memoryview(data)
-        if len(view) >= TRAILER_BYTES:  # the held-back tail is body now; hash in place, no copies
-            self.body_hash.update(self.tail)
-            self.body_hash.update(view[:-TRAILER_BYTES])
-            self.tail = bytes(view[-TRAILER_BYTES:])
-        else:
-            joined = self.tail + bytes(view)
-            if len(joined) > TRAILER_BYTES:
-                self.body_hash.update(joined[:-TRAILER_BYTES])
-            self.tail = joined[-TRAILER_BYTES:]
-        self.size += len(data)
+        block = data if isinstance(data, bytes) else bytes(data)
+        try:
+            self._pipe.put(block)
+        except PipeClosedError:
+            raise self.write_error() from None
+        self.size += len(block)
         if self._on_bytes is not None:
-            self._on_bytes(len(data))
-        return len(data)
+            self._on_bytes(len(block))
+        return len(block)
+
+    def write_error(self) -> BaseException:
+        """Why the write thread stopped (an OSError when it failed without one)."""
+        self._writer.join(_JOIN_SECONDS)
+        return self._writer.error or OSError("the snapshot write stopped")
+
+    @property
+    def write_failure(self) -> BaseException | None:
+        """What the write thread failed with (disk full, ...), None while it runs or after success."""
+        return self._writer.error
+
+    def _write_all(self) -> None:
+        try:
+            while block := self._pipe.read(PIPE_BYTES):
+                view = memoryview(block)
+                if len(view) >= TRAILER_BYTES:  # the held-back tail is body now; hash in place, no copies
+                    self.body_hash.update(self.tail)
+                    self.body_hash.update(view[:-TRAILER_BYTES])
+                    self.tail = bytes(view[-TRAILER_BYTES:])
+                else:
+                    joined = self.tail + block
+                    if len(joined) > TRAILER_BYTES:
+                        self.body_hash.update(joined[:-TRAILER_BYTES])
+                    self.tail = joined[-TRAILER_BYTES:]
+                while view:
+                    view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        finally:
+            self._pipe.close_read()
 
     def flush(self) -> None:
-        self._file.flush()
+        pass
+
+    def finish(self) -> None:
+        """Wait until every byte is hashed, written and fsynced; raise what the write thread hit."""
+        self._pipe.close_write()
+        self._writer.join()
+        if self._writer.error is not None:
+            raise self._writer.error
+
+    def abort(self) -> None:
+        """Stop the write thread (its file is removed by the caller) and close the file."""
+        self._pipe.abort()
+        self._writer.join(_JOIN_SECONDS)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd = -1
 
     def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _Download:
+    """The download thread: reads and hashes the stored object into a pipe (bounded by its size)."""
+
+    def __init__(self, source: BinaryIO, limit: int, what: str) -> None:
+        self.reader = HashingReader(source, limit=limit, what=what)
+        self.pipe = BytePipe(PIPE_BYTES)
+        self.output = _PipeReader(self.pipe)
+        self._thread = _Stage("recover-download", self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while block := self.reader.read(READ_SIZE):
+                self.pipe.put(block)
+        except BaseException:
+            self.pipe.abort()
+            raise
+        self.pipe.close_write()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the download (None while it runs or after a clean end)."""
+        return self._thread.error
+
+    def finish(self) -> None:
+        """Read what the decrypter left and wait for the download thread (which then hashed it all)."""
+        with contextlib.suppress(PipeClosedError):
+            self.output.drain()
+        self._thread.join()
+
+    def stop(self) -> None:
+        """Make the download thread stop at its next block."""
+        self.pipe.close_read()
+        self._thread.join(_JOIN_SECONDS)
 
 
 def recover_snapshot(
@@ -111,65 +238,79 @@ def recover_snapshot(
                              "refusing it before download (damaged or replaced)")
     dest = dest.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        source = store.open_reader(key)
+    except KeyError:
+        raise IntegrityError(f"{what}: its manifest names object {stored.key}, "
+                             "which is missing from the store") from None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.partial-", dir=dest.parent)
     tmp = Path(tmp_name)
     sink = _PlainSink(fd, on_bytes, manifest.snapshot.size, what)
+    download = _Download(source, stored.size, what)
     ok = False
     try:
         try:
-            source = store.open_reader(key)
-        except KeyError:
-            raise IntegrityError(f"{what}: its manifest names object {stored.key}, "
-                                 "which is missing from the store") from None
-        reader = HashingReader(source, limit=stored.size, what=what)
-        decompressor: Any = zstandard.ZstdDecompressor().stream_writer(
-            cast(BinaryIO, sink), write_size=READ_SIZE, closefd=False)
-        try:
-            if encrypted:
-                pyrage.decrypt_io(reader, decompressor, identities)
-            else:
-                while chunk := reader.read(READ_SIZE):
-                    decompressor.write(chunk)
-            decompressor.flush()
-        except IntegrityError:
+            _decode(download.output, sink, identities if encrypted else None)
+            download.finish()
+        except BaseException as exc:
+            _explain(exc, manifest, download, sink)
             raise
-        except zstandard.ZstdError:
-            if sink.error is not None:
-                raise sink.error from None
-            raise IntegrityError(f"backup {manifest.backup_id}: compressed data is corrupt") from None
-        except (pyrage.DecryptError, OSError):
-            for error in (sink.error, reader.error):
-                if error is not None:
-                    raise error from None
-            while reader.read(READ_SIZE):  # hash the rest: damaged object, or wrong identity?
-                pass
-            if reader.size != stored.size or reader.sha256 != stored.sha256:
-                raise IntegrityError(
-                    f"backup {manifest.backup_id}: stored object is damaged: decryption failed and "
-                    "its sha256 does not match the manifest") from None
-            raise IntegrityError(
-                f"backup {manifest.backup_id}: cannot decrypt with the given identity "
-                "(wrong key, or the object was re-encrypted by someone else)") from None
-            # drain anything the decrypter did not need to read, so the digest covers it all
-            while reader.read(READ_SIZE):
-                pass
         finally:
+            download.stop()
             source.close()
+        if download.error is not None:
+            raise download.error
+        reader = download.reader
         if reader.size != stored.size or reader.sha256 != stored.sha256:
-            raise IntegrityError(
-                f"backup {manifest.backup_id}: stored object sha256 does not match the manifest")
+            raise IntegrityError(f"{what}: stored object sha256 does not match the manifest")
+        sink.finish()
         sink.close()
         # body sha256 == etcd's trailer == the signed trailer, and the size matches: that pins
         # every byte of the file (body + trailer), so a second full-file hash is not needed.
         if sink.size != manifest.snapshot.size or sink.tail.hex() != manifest.snapshot.trailer_sha256:
-            raise IntegrityError(f"backup {manifest.backup_id}: snapshot does not match the manifest")
+            raise IntegrityError(f"{what}: snapshot does not match the manifest")
         if sink.body_hash.digest() != sink.tail:
-            raise IntegrityError(f"backup {manifest.backup_id}: etcd snapshot trailer does not match its content")
+            raise IntegrityError(f"{what}: etcd snapshot trailer does not match its content")
         os.replace(tmp, dest)
         ok = True
         return RecoveredSnapshot(dest, sink.size, manifest.snapshot.sha256)
     finally:
         if not ok:
-            with contextlib.suppress(OSError, ValueError):
-                sink.close()
+            sink.abort()
             tmp.unlink(missing_ok=True)
+
+
+def _decode(source: io.RawIOBase, sink: _PlainSink, identities: list[pyrage.x25519.Identity] | None) -> None:
+    """age-decrypt (unless ``identities`` is None) and zstd-decompress ``source`` into ``sink``."""
+    decompressor: Any = zstandard.ZstdDecompressor().stream_writer(
+        cast(BinaryIO, sink), write_size=READ_SIZE, closefd=False)
+    # age hands out 8 KiB writes: batch them so zstd works (and releases the GIL) on whole blocks
+    batched = io.BufferedWriter(cast(io.RawIOBase, decompressor), buffer_size=READ_SIZE)
+    if identities is not None:
+        pyrage.decrypt_io(source, batched, identities)
+    else:
+        while chunk := source.read(READ_SIZE):
+            batched.write(chunk)
+    batched.flush()
+    decompressor.flush()
+
+
+def _explain(exc: BaseException, manifest: Manifest, download: _Download, sink: _PlainSink) -> None:
+    """Raise the error behind a failed decode, or return to let ``exc`` propagate."""
+    what = f"backup {manifest.backup_id}"
+    stored = manifest.stored
+    if isinstance(exc, IntegrityError):
+        return
+    for error in (sink.error, download.reader.error, sink.write_failure, download.error):
+        if error is not None and not isinstance(error, PipeClosedError):
+            raise error from None
+    if isinstance(exc, zstandard.ZstdError):
+        raise IntegrityError(f"{what}: compressed data is corrupt") from None
+    if isinstance(exc, pyrage.DecryptError | OSError | PipeClosedError):
+        download.finish()  # hash the rest: damaged object, or wrong identity?
+        reader = download.reader
+        if reader.size != stored.size or reader.sha256 != stored.sha256:
+            raise IntegrityError(f"{what}: stored object is damaged: decryption failed and "
+                                 "its sha256 does not match the manifest") from None
+        raise IntegrityError(f"{what}: cannot decrypt with the given identity "
+                             "(wrong key, or the object was re-encrypted by someone else)") from None
