@@ -8,15 +8,21 @@ Builds one etcd 3.5.16 db of ``--size-mb`` MB with Kubernetes-like keys, takes o
 (zstd + age + signed manifest) into a SeaweedFS bucket on 127.0.0.1, then for each member count,
 interleaved in the same run:
 
-* raw: download the object (boto3), ``age -d | zstd -d`` to a snapshot file, ``etcdutl snapshot
-  restore`` per member (with the same --bump-revision/--mark-compacted), start every member and
-  wait until each serves;
+* raw: on every member's node at once, what an operator types there: download the object
+  (boto3), ``age -d | zstd -d`` to a snapshot file, ``etcdutl snapshot restore`` (with the same
+  --bump-revision/--mark-compacted), start the member; then wait until every member serves;
 * etcdguard: ``etcdguard restore --yes`` on one node (command run mode), or ``--plan-only
   --plan-file`` then every member's part in parallel; the fetch time comes from the journal.
 
+Three members: a real deployment runs each part on its own node, and each node fetches its own
+copy. On one machine both sequences therefore fetch once per member, side by side, sharing its
+cores the same way (the fetch figure is the slowest member's).
+
 Prints wall seconds, the fetch ratio (target < 1.0: download, decryption and decompression
-stream to disk in one pass) and the whole-command ratio (target <= 1.3, pre-flight and health
-waits included). Everything it starts is stopped and removed on exit.
+stream to disk in one pass), the whole-command ratio (target <= 1.3, pre-flight and health
+waits included), and how busy the whole machine was during each sequence (share of all cores,
+from /proc/stat, everything on the machine counted: near 1.0 the CPU ceiling, not the code,
+decides the ratio) with the load average. Everything it starts is stopped and removed on exit.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +44,7 @@ for p in (REPO, REPO / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from snapshot_pipeline import _busy_seconds  # noqa: E402 - bench/snapshot_pipeline.py
 from verify import fill  # noqa: E402 - bench/verify.py
 
 from etcdguard.backup.keys import generate_keys, load_signing_key, parse_recipients  # noqa: E402
@@ -52,12 +60,12 @@ from tests.support.etcd_cluster import etcd_cluster, installation  # noqa: E402
 from tests.support.seaweed import SeaweedS3  # noqa: E402
 
 MB = 1_000_000
+CORES = os.cpu_count() or 1
 
 
-def raw(s3: Any, bucket: str, key: str, identity: Path, tool: SnapshotTool, nodes: list[CmdNode], bump: int,
-        work: Path) -> tuple[float, float]:
-    """What an operator types; returns (fetch seconds, total seconds)."""
-    began = time.monotonic()
+def _raw_fetch(s3: Any, bucket: str, key: str, identity: Path, work: Path) -> Path:
+    """Download the object, then ``age -d | zstd -d`` to a snapshot file."""
+    work.mkdir(parents=True, exist_ok=True)
     obj, snap = work / "snapshot.db.zst.age", work / "snapshot.db"
     s3.download_file(bucket, key, str(obj))
     with snap.open("wb") as out:
@@ -67,16 +75,32 @@ def raw(s3: Any, bucket: str, key: str, identity: Path, tool: SnapshotTool, node
         age.stdout.close()
         if age.wait() != 0:
             raise RuntimeError("age -d failed")
-    fetched = time.monotonic() - began
+    return snap
+
+
+def raw(s3: Any, bucket: str, key: str, identity: Path, tool: SnapshotTool, nodes: list[CmdNode], bump: int,
+        work: Path) -> tuple[float, float]:
+    """What an operator types on each node, all nodes at once; returns (fetch seconds, total seconds).
+
+    Every node fetches its own copy, as ``etcdguard restore``'s part does on each node (on one
+    machine the members' fetches share its cores in both sequences).
+    """
+    began = time.monotonic()
     cluster = {n.name: [n.peer_url] for n in nodes}
-    for n in nodes:
+    fetched: list[float] = []
+
+    def one(n: CmdNode) -> None:
+        snap = _raw_fetch(s3, bucket, key, identity, work / n.name)
+        fetched.append(time.monotonic() - began)
         restore(tool, RestoreSpec(snapshot=snap, data_dir=n.data_dir, name=n.name, initial_cluster=cluster,
                                   token="raw", bump_revision=bump, mark_compacted=True))
-    for n in nodes:
         n.start()
+
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(one, nodes))
     for n in nodes:
         wait_until_serving(n.client_url, 300, lambda: None)
-    return fetched, time.monotonic() - began
+    return max(fetched), time.monotonic() - began
 
 
 def journal_steps(state: Path) -> dict[str, float]:
@@ -137,6 +161,7 @@ def run(args: argparse.Namespace, base: Path) -> int:
             for round_ in range(args.rounds):
                 work = base / f"m{members}-r{round_}"
                 raw_nodes = make_nodes(work / "raw", install, members)
+                busy0 = _busy_seconds()
                 try:
                     raw_fetch, raw_total = raw(weed.client(), bucket, key, keys.identity, tool, raw_nodes, bump,
                                                work / "raw")
@@ -149,23 +174,30 @@ def run(args: argparse.Namespace, base: Path) -> int:
                                         etcd={"endpoints": [m.client_url for m in nodes]},
                                         restore={**n.restore_config(), "start_timeout": 600})
                            for n in nodes]
+                busy1 = _busy_seconds()
                 try:
                     eg_fetch, eg_total = guarded(configs, nodes, env, work)
                 finally:
                     for n in nodes:
                         n.kill()
+                busy2 = _busy_seconds()
                 shutil.rmtree(work, ignore_errors=True)
                 results.append({"members": members, "round": round_, "raw_fetch_s": round(raw_fetch, 2),
                                 "etcdguard_fetch_s": round(eg_fetch, 2), "raw_total_s": round(raw_total, 2),
                                 "etcdguard_total_s": round(eg_total, 2),
                                 "fetch_ratio": round(eg_fetch / raw_fetch, 3),
-                                "total_ratio": round(eg_total / raw_total, 3)})
+                                "total_ratio": round(eg_total / raw_total, 3),
+                                # the share of all cores the machine was busy (everything on it)
+                                "raw_busy": round((busy1 - busy0) / raw_total / CORES, 2),
+                                "etcdguard_busy": round((busy2 - busy1) / eg_total / CORES, 2),
+                                "loadavg_1m": round(os.getloadavg()[0], 1)})
                 print(json.dumps(results[-1]), flush=True)
     print(f"{'members':>7} {'raw fetch':>10} {'eg fetch':>9} {'ratio':>6} {'raw total':>10} {'eg total':>9} "
-          f"{'ratio':>6}  (targets: fetch < 1.0, total <= 1.3)")
+          f"{'ratio':>6} {'busy raw/eg':>12} {'load':>5}  (targets: fetch < 1.0, total <= 1.3)")
     for r in results:
         print(f"{r['members']:>7} {r['raw_fetch_s']:>10} {r['etcdguard_fetch_s']:>9} {r['fetch_ratio']:>6} "
-              f"{r['raw_total_s']:>10} {r['etcdguard_total_s']:>9} {r['total_ratio']:>6}")
+              f"{r['raw_total_s']:>10} {r['etcdguard_total_s']:>9} {r['total_ratio']:>6} "
+              f"{r['raw_busy']:>5}/{r['etcdguard_busy']:<6} {r['loadavg_1m']:>5}")
     return 0
 
 

@@ -12,6 +12,7 @@ file writes release the GIL, so the stages overlap on several cores; the file is
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import io
 import os
@@ -32,6 +33,7 @@ from etcdguard.storage.base import BlobStore
 
 READ_SIZE = 1 << 20
 PIPE_BYTES = 16 << 20  # what each pipe between two stages may hold
+WRITEBACK_BYTES = 64 << 20  # start writing back to disk every so many bytes: the final fsync is short
 _JOIN_SECONDS = 60.0
 
 
@@ -86,7 +88,7 @@ class _PipeReader(io.RawIOBase):
 
 
 class _PlainSink:
-    """Receives decompressed bytes and queues them for the write thread, which hashes and writes them.
+    """Receives decompressed bytes and hands each block to a hash thread and a write thread.
 
     Refuses (IntegrityError, kept in :attr:`error`) any byte beyond ``limit``, the plain size
     the signed manifest states, so a decompression bomb writes no more than that.
@@ -94,7 +96,8 @@ class _PlainSink:
 
     def __init__(self, fd: int, on_bytes: Callable[[int], None] | None, limit: int, what: str) -> None:
         self._fd = fd
-        self._pipe = BytePipe(PIPE_BYTES)
+        self._to_hash = BytePipe(PIPE_BYTES)
+        self._to_write = BytePipe(PIPE_BYTES)
         self.body_hash = hashlib.sha256()
         self.tail = b""
         self.size = 0
@@ -102,7 +105,9 @@ class _PlainSink:
         self._limit = limit
         self._what = what
         self.error: IntegrityError | None = None
+        self._hasher = _Stage("recover-hash", self._hash_all)
         self._writer = _Stage("recover-write", self._write_all)
+        self._hasher.start()
         self._writer.start()
 
     def write(self, data: bytes) -> int:
@@ -113,27 +118,24 @@ class _PlainSink:
             raise self.error
         block = data if isinstance(data, bytes) else bytes(data)
         try:
-            self._pipe.put(block)
+            self._to_write.put(block)
+            self._to_hash.put(block)
         except PipeClosedError:
-            raise self.write_error() from None
+            self._writer.join(_JOIN_SECONDS)
+            raise self._writer.error or OSError("the snapshot write stopped") from None
         self.size += len(block)
         if self._on_bytes is not None:
             self._on_bytes(len(block))
         return len(block)
-
-    def write_error(self) -> BaseException:
-        """Why the write thread stopped (an OSError when it failed without one)."""
-        self._writer.join(_JOIN_SECONDS)
-        return self._writer.error or OSError("the snapshot write stopped")
 
     @property
     def write_failure(self) -> BaseException | None:
         """What the write thread failed with (disk full, ...), None while it runs or after success."""
         return self._writer.error
 
-    def _write_all(self) -> None:
+    def _hash_all(self) -> None:
         try:
-            while block := self._pipe.read(PIPE_BYTES):
+            while block := self._to_hash.read(PIPE_BYTES):
                 view = memoryview(block)
                 if len(view) >= TRAILER_BYTES:  # the held-back tail is body now; hash in place, no copies
                     self.body_hash.update(self.tail)
@@ -144,33 +146,49 @@ class _PlainSink:
                     if len(joined) > TRAILER_BYTES:
                         self.body_hash.update(joined[:-TRAILER_BYTES])
                     self.tail = joined[-TRAILER_BYTES:]
+        finally:
+            self._to_hash.close_read()
+
+    def _write_all(self) -> None:
+        try:
+            written = flushed = 0
+            while block := self._to_write.read(PIPE_BYTES):
+                view = memoryview(block)
                 while view:
                     view = view[os.write(self._fd, view):]
+                written += len(block)
+                if written - flushed >= WRITEBACK_BYTES:
+                    start_writeback(self._fd, flushed, written - flushed)
+                    flushed = written
             os.fsync(self._fd)
         finally:
-            self._pipe.close_read()
+            self._to_write.close_read()
 
     def flush(self) -> None:
         pass
 
     def finish(self) -> None:
         """Wait until every byte is hashed, written and fsynced; raise what the write thread hit."""
-        self._pipe.close_write()
+        self._to_write.close_write()
+        self._to_hash.close_write()
+        self._hasher.join()
         self._writer.join()
-        if self._writer.error is not None:
-            raise self._writer.error
+        for stage in (self._writer, self._hasher):
+            if stage.error is not None:
+                raise stage.error
 
     def abort(self) -> None:
-        """Stop the write thread (its file is removed by the caller) and close the file."""
-        self._pipe.abort()
+        """Stop both threads (the caller removes the file) and close the file."""
+        self._to_write.abort()
+        self._to_hash.abort()
+        self._hasher.join(_JOIN_SECONDS)
         self._writer.join(_JOIN_SECONDS)
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self._fd = -1
+        self.close()
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._fd = -1
 
 
@@ -208,6 +226,26 @@ class _Download:
         """Make the download thread stop at its next block."""
         self.pipe.close_read()
         self._thread.join(_JOIN_SECONDS)
+
+
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return cast(Callable[[int, int, int, int], int], call)
+
+
+_SYNC_FILE_RANGE = _libc_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask Linux to start writing a range of ``fd`` to disk without waiting (a no-op elsewhere)."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def recover_snapshot(

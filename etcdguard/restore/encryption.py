@@ -20,6 +20,7 @@ from etcdguard.errors import ConfigError
 
 PROVIDERS = ("aescbc", "aesgcm", "secretbox", "kms")
 _PREFIX = re.compile(rb"k8s:enc:(aescbc|aesgcm|secretbox|kms):(v[12]):([A-Za-z0-9_.\-/]{1,250}):")
+_MARK = b"k8s:enc:"
 _CHUNK = 4 << 20
 _OVERLAP = 300
 
@@ -44,11 +45,23 @@ def scan_snapshot_keys(path: Path) -> Counter[KeyRef]:
             data = tail + chunk
             # a match that ends inside the overlap is counted with the next chunk
             limit = len(data) - _OVERLAP if len(chunk) == _CHUNK else len(data)
-            for m in _PREFIX.finditer(data):
-                if m.start() < limit:
-                    found[KeyRef(m.group(1).decode(), m.group(3).decode())] += 1
+            _count_refs(data, limit, found)
             tail = data[limit:] if len(chunk) == _CHUNK else b""
     return found
+
+
+def _count_refs(data: bytes, limit: int, found: Counter[KeyRef]) -> None:
+    """Count the key references in ``data`` that start before ``limit``.
+
+    ``bytes.find`` skips to each ``k8s:enc:`` much faster than a regex scan of every byte; a
+    key name cannot contain ``:``, so no reference starts inside another.
+    """
+    at = data.find(_MARK, 0, limit + len(_MARK))
+    while 0 <= at < limit:
+        m = _PREFIX.match(data, at)
+        if m is not None:
+            found[KeyRef(m.group(1).decode(), m.group(3).decode())] += 1
+        at = data.find(_MARK, at + 1, limit + len(_MARK))
 
 
 def configured_keys(config_path: Path) -> set[KeyRef]:

@@ -27,7 +27,7 @@ from etcdguard.etcd.binaries import EtcdInstallation, EtcdVersion
 from etcdguard.etcd.client import MemberClient
 from etcdguard.etcd.datadir import wal_ids
 from etcdguard.etcd.local import LocalEtcd
-from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, restore, snapshot_status
+from etcdguard.etcd.tools import RestoreSpec, SnapshotStatus, SnapshotTool, restore, snapshot_status
 from etcdguard.restore.discovery import parse_initial_cluster, url_port
 from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
 from etcdguard.restore.job import JobParams, Services
@@ -135,7 +135,9 @@ class RestoreJob:
                 dest.unlink(missing_ok=True)
                 raise IntegrityError(f"backup {src.backup_id} is not the snapshot the plan names "
                                      f"(sha256 {got.sha256[:12]} != {src.snapshot_sha256[:12]})")
-            ctx.save(size=got.size, sha256=got.sha256)
+            counts = got.manifest.key_counts
+            ctx.save(size=got.size, sha256=got.sha256, revision=got.manifest.hashkv.revision,
+                     keys=counts.total if counts is not None else None)
             return f"{got.size:,} bytes, signature, sha256 and etcd trailer checked"
         if src.survivor_endpoint:
             size = self._snapshot_member(src.survivor_endpoint, dest)
@@ -194,10 +196,14 @@ class RestoreJob:
         skip = bool(self.plan.source.kind == "survivor" and not self.plan.source.survivor_endpoint)
         snapshot = self.p.snapshot_path
         enc_config = Path(self.p.encryption_config) if self.p.encryption_config else None
-        with ThreadPoolExecutor(1) as pool:  # etcdutl reads the db while the key scan runs here
-            pending = pool.submit(snapshot_status, self.tool, snapshot)
+        status = self._signed_status(ctx, snapshot)
+        if status is None:
+            with ThreadPoolExecutor(1) as pool:  # etcdutl reads the db while the key scan runs here
+                pending = pool.submit(snapshot_status, self.tool, snapshot)
+                encryption = check_encryption(snapshot, enc_config, self.plan.kubernetes)
+                status = pending.result()
+        else:
             encryption = check_encryption(snapshot, enc_config, self.plan.kubernetes)
-            status = pending.result()
         checks = run_checks(snapshot=snapshot, status=status, data_dir=self.local.data_dir,
                             quota=self.local.quota_backend_bytes, tool=self.tool,
                             server_version=self.p.server_version, bump=self.plan.bump_revision,
@@ -213,6 +219,16 @@ class RestoreJob:
         forced = [c.name for c in checks if not c.ok]
         note = f"; FORCED past: {', '.join(forced)}" if forced else ""
         return f"revision {status.revision:,}, {status.total_keys:,} keys, all checks passed{note}"
+
+    def _signed_status(self, ctx: StepContext, snapshot: Path) -> SnapshotStatus | None:
+        """``snapshot status`` of a fetched backup from its signed manifest (the fetch proved the file
+        is the snapshot it describes: no second full read by etcdutl); None for other sources."""
+        fetched = ctx.journal.record("fetch")
+        result = fetched.result if fetched is not None else {}
+        if self.plan.source.kind != "backup" or not result.get("revision"):
+            return None
+        return SnapshotStatus(hash=0, revision=int(result["revision"]), total_keys=int(result.get("keys") or 0),
+                              total_size=snapshot.stat().st_size)
 
     def emergency_snapshot(self, ctx: StepContext) -> str:
         if not self.p.answering:
