@@ -74,7 +74,7 @@ def unwrap_help(app: typer.Typer) -> None:
 def exit_codes_epilog() -> str:
     """The exit-code table shown in ``--help``."""
     rows = "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_HELP.items())
-    return "Exit codes:\n\n" + rows.replace("\n", "\n\n")
+    return "Exit codes:\n\n" + rows
 
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)

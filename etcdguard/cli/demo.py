@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from etcdguard.backup.keys import IDENTITY_FILE, RECIPIENT_FILE, SIGNING_KEY_FILE, generate_keys
+from etcdguard.backup.keys import IDENTITY_FILE, RECIPIENT_FILE, SIGNING_KEY_FILE, SIGNING_PUB_FILE, generate_keys
 from etcdguard.backup.pipeline import request_from_settings, take_backup
 from etcdguard.cli.common import exit_codes_epilog, handle_errors, state, stderr, stdout
 from etcdguard.cli.render import human_bytes
@@ -75,13 +75,14 @@ def demo(
             shutil.rmtree(workdir, ignore_errors=True)
     m = result.manifest
     store_arg = f" --store {store}" if store else ""
+    trusted_arg = f" --signing-pub {keys_dir / SIGNING_PUB_FILE}"
     stdout.print(f"[bold green]backup {m.backup_id}[/] written to {blob_store.url}/{DEMO_CLUSTER}/")
     stdout.print(f"  revision {m.hashkv.revision}, {m.key_counts.total if m.key_counts else '?'} keys, "
                  f"{human_bytes(m.snapshot.size)} snapshot -> {human_bytes(m.stored.size)} "
                  f"encrypted + signed")
     stdout.print("the throwaway etcd is gone; the backup and the keys stay. Next:")
-    stdout.print(f"  etcdguard backups list --cluster-name {DEMO_CLUSTER}{store_arg}")
-    stdout.print(f"  etcdguard backups show {m.backup_id} --cluster-name {DEMO_CLUSTER}{store_arg}")
+    stdout.print(f"  etcdguard backups list --cluster-name {DEMO_CLUSTER}{store_arg}{trusted_arg}")
+    stdout.print(f"  etcdguard backups show {m.backup_id} --cluster-name {DEMO_CLUSTER}{store_arg}{trusted_arg}")
     stdout.print(f"  etcdguard backups download {m.backup_id} --cluster-name {DEMO_CLUSTER}{store_arg} "
                  f"--identity {keys_dir / IDENTITY_FILE} -o demo-snapshot.db")
     tool = SnapshotTool.of(install)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from rich.markup import escape
 from rich.table import Table
 
 from etcdguard.steps.journal import Journal, StepRecord, StepState
+from etcdguard.text import clean
 
 MARKS = {
     StepState.pending: "[dim]pending[/]",
@@ -23,7 +23,7 @@ def step_line(record: StepRecord, name_width: int = 16) -> str:
     """``  ok name     1.23s  detail`` (markup; the name and detail are escaped)."""
     seconds = f"{record.seconds:7.2f}s" if record.state not in (StepState.pending, StepState.skipped) \
         else " " * 8
-    return f"  {MARKS[record.state]} {escape(record.name):<{name_width}} {seconds}  {escape(record.detail)}"
+    return f"  {MARKS[record.state]} {clean(record.name):<{name_width}} {seconds}  {clean(record.detail)}"
 
 
 def step_lines(records: Iterable[StepRecord], name_width: int = 16) -> list[str]:
@@ -33,11 +33,11 @@ def step_lines(records: Iterable[StepRecord], name_width: int = 16) -> list[str]
 
 def journal_table(journal: Journal) -> Table:
     """A table of the run's steps: state, name, seconds, detail."""
-    table = Table(title=escape(f"{journal.kind} {journal.run_id}: {journal.outcome.value}"), box=None,
+    table = Table(title=clean(f"{journal.kind} {journal.run_id}: {journal.outcome.value}"), box=None,
                   pad_edge=False)
     for column in ("state", "step", "seconds", "detail"):
         table.add_column(column, justify="right" if column == "seconds" else "left")
     for r in journal.steps:
         seconds = "" if r.state in (StepState.pending, StepState.skipped) else f"{r.seconds:.2f}"
-        table.add_row(MARKS[r.state], escape(r.name), seconds, escape(r.error or r.detail))
+        table.add_row(MARKS[r.state], clean(r.name), seconds, clean(r.error or r.detail))
     return table

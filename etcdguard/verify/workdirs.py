@@ -15,6 +15,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+from etcdguard.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 OWNER_FILE = ".owner"
@@ -54,7 +56,11 @@ def owner_alive(token: str) -> bool | None:
 def private_tempdir(prefix: str = "etcdguard-verify-", parent: Path | None = None) -> Path:
     """A fresh private (0700) temp directory under ``parent`` (default the system temp dir),
     marked with this process as its owner."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise ConfigError(f"work directory {parent or tempfile.gettempdir()} does not exist or is not a "
+                          f"directory (verify.workdir, TMPDIR): {exc.strerror}") from None
     os.chmod(path, 0o700)
     fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:

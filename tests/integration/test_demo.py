@@ -40,6 +40,7 @@ def test_demo_backs_up_a_throwaway_etcd_and_prints_working_commands(cli: CLI, tm
         args = [str(tmp_path / a) if a == "demo-snapshot.db" else a for a in args]
         run = cli(*args)
         assert run.returncode == 0, (command, run.stderr)
+        assert "UNTRUSTED" not in run.stdout + run.stderr, (command, run.stdout)
     assert (tmp_path / "demo-snapshot.db").stat().st_size > 0
     restore = next(line for line in result.stdout.splitlines() if "snapshot restore" in line)
     assert re.search(r"(etcdutl|etcdctl) snapshot restore demo-snapshot.db", restore)

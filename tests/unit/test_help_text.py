@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 from typer.core import TyperGroup
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from etcdguard.cli.main import app
 
 WIDTH = 80
+EXIT_CODE_ROW = re.compile(r"^ +\d{1,3}  \S")  # a row of the exit-code table, not prose
 
 
 def command_paths() -> list[list[str]]:
@@ -33,7 +35,7 @@ def prose_paragraphs(text: str) -> list[list[str]]:
     """Runs of consecutive non-empty lines outside the option boxes."""
     paragraphs: list[list[str]] = [[]]
     for line in text.splitlines():
-        if not line.strip() or line.lstrip()[:1] in "│╭╰":
+        if not line.strip() or line.lstrip()[:1] in "│╭╰" or EXIT_CODE_ROW.match(line):
             paragraphs.append([])
         else:
             paragraphs[-1].append(line.rstrip())

@@ -211,6 +211,15 @@ def test_recorded_steps_repeat_and_render(tmp_path: Path) -> None:
     assert journal_table(runner.journal).row_count == 3
 
 
+def test_step_lines_show_terminal_escapes_instead_of_obeying_them() -> None:
+    runner = StepRunner(Journal("backup", "b3"))
+    with runner.step("select source", "member \x1b[2Jevil\u202e"):
+        pass
+    line = step_lines(runner.journal.steps)[0]
+    assert "\x1b" not in line and "\u202e" not in line
+    assert "\\x1b[2Jevil\\u202e" in line
+
+
 class _nothing:
     def __enter__(self) -> None:
         return None

