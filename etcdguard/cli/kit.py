@@ -311,6 +311,11 @@ def restore(
     stdout.print("Then regenerate the rest with kubeadm, in this order:")
     for number, (command, why) in enumerate(kubeadm_commands(manifest, plan.root), 1):
         stdout.print(f"  {number}. {escape(command)}\n     {escape(why)}")
+    if any(a.target.name == "etcd.yaml" for a in done):
+        stdout.print("etcd's data is not in the kit: once step 1 issued its certificates and the kubelet runs, "
+                     "it starts etcd from the restored etcd.yaml on an empty data dir (revision 1). Next: "
+                     "etcdguard restore --yes (it recognises the empty etcd and restores the newest backup of "
+                     "this cluster into it, replacing nothing)")
 
 
 @kit_app.command("delete")

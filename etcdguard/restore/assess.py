@@ -127,6 +127,16 @@ class Assessment:
         return max(self.survivors, key=lambda s: (s.revision, s.online), default=None)
 
     @property
+    def empty_cluster(self) -> bool:
+        """Members answer, and every one of them is at revision <= 1: nothing was ever written.
+
+        etcd counts every write in its revision, so revision 1 means an empty keyspace: a member
+        started fresh on an empty data dir (e.g. by the kubelet from a restored manifest).
+        """
+        members = self.answering
+        return bool(members) and all(m.revision is not None and m.revision <= 1 for m in members)
+
+    @property
     def known_members(self) -> int:
         """How many members the old cluster had (as far as anything tells)."""
         listed = len(self.health.members) if self.health and self.health.discovered else 0

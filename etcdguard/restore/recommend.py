@@ -1,7 +1,8 @@
 """The recommendation: which recovery path, and what each would lose, in words and numbers.
 
-Paths: (a) quorum is healthy: no restore; (b) quorum lost but a survivor holds data newer than
-any backup: recover from the survivor; (c) restore from the backup; (d) restore this node alone as
+Paths: (a) quorum is healthy: no restore (unless every member is empty, at revision 1, while
+the backup holds data: then (c) or (d), which replace nothing); (b) quorum lost but a survivor
+holds data newer than any backup: recover from the survivor; (c) restore from the backup; (d) restore this node alone as
 a one-member cluster (the single control-plane fallback), from the backup. (b) and (c) become
 one-member restores too when only this node is restored.
 """
@@ -105,21 +106,24 @@ def recommend(a: Assessment, *, backup: BackupRef | None, force: bool = False, s
               multi_member_plan: bool = False, prefer_backup: bool = False) -> Recommendation:
     """Choose a path for ``a`` restoring from ``backup`` (the one the operator chose, or the newest).
 
-    ``force`` turns path (a) into a restore anyway; ``single_member`` asks for (d);
+    A cluster with quorum whose members are all empty (revision <= 1, started fresh) is restored
+    without ``force`` when ``backup`` holds data. ``force`` turns path (a) into a restore anyway;
+    ``single_member`` asks for (d);
     ``multi_member_plan`` means every member is restored from one plan (never single);
     ``prefer_backup`` ignores a newer survivor (the operator chose a backup explicitly).
     """
     now = a.taken_at
     single = single_member or not multi_member_plan  # without a plan for every member, only this node
     notes: list[str] = []
-    if a.quorum.has_quorum and not force:
+    empty = a.quorum.has_quorum and a.empty_cluster and backup is not None and backup.revision > 1
+    if a.quorum.has_quorum and not force and not empty:
         return Recommendation(
             RestorePath.NONE,
             f"the cluster has quorum ({a.quorum.headline}): {a.quorum.reason}. Restoring would throw away "
             "every write since the backup and split the cluster; replace failed members with "
             "'etcdguard member replace' instead",
             "none (nothing is restored)", single)
-    if a.quorum.has_quorum:
+    if a.quorum.has_quorum and not empty:
         notes.append("--force: restoring although the cluster has quorum; every write after the source "
                      "revision is lost and clients must be pointed at the restored cluster")
     best = a.best_survivor
@@ -151,8 +155,13 @@ def recommend(a: Assessment, *, backup: BackupRef | None, force: bool = False, s
     if a.newest_verified is not None and a.newest_verified.backup_id != backup.backup_id and not backup.verified:
         notes.append(f"the newest verified backup is {a.newest_verified.backup_id}")
     path = RestorePath.SINGLE if (single and a.known_members > 1) or single_member else RestorePath.BACKUP
-    why = "quorum is lost and no member holds data newer than the backup" if not a.quorum.has_quorum \
-        else "forced"
+    if empty:
+        why = (f"etcd answers but is empty (revision {max(m.revision or 0 for m in a.answering)}): it was "
+               "started fresh, e.g. from a restored manifest; restoring replaces nothing")
+    elif a.quorum.has_quorum:
+        why = "forced"
+    else:
+        why = "quorum is lost and no member holds data newer than the backup"
     if path is RestorePath.SINGLE:
         why += ("; this node is restored alone as a one-member cluster (grow it back with "
                 "'etcdguard member add'); to restore every member from one backup instead, write a plan with "

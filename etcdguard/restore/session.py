@@ -136,8 +136,15 @@ def diagnose(settings: Settings, catalog: Catalog | None, *, manifests_dir: Path
     mode = _run_mode(settings, mdir)
     local, apiserver = _local(settings, mode, mdir)
     etcd = _etcd_config(settings, local)
-    with open_connection(etcd) as conn:
-        health: ClusterHealth | None = probe_cluster(conn, settings.monitor)
+    health: ClusterHealth | None = None
+    try:
+        with open_connection(etcd) as conn:
+            health = probe_cluster(conn, settings.monitor)
+    except ConfigError:
+        if local is not None:
+            raise
+        # a node that lost everything has no manifest and no PKI: the configured client certificate is
+        # gone too; the diagnosis goes on without the probe so it can name the kit to restore first
     entries = safe_entries(catalog) if catalog is not None else []
     server_version = (local.image_version if local else None) or next(
         (m.version for m in health.members if m.version), None) if health else None

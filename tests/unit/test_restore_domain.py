@@ -135,3 +135,21 @@ def test_ids_match_etcd_and_plans_are_signed_and_bound(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace('"initial_cluster": "x=', '"initial_cluster": "z='))
     with pytest.raises(IntegrityError):
         read_plan(path, trusted, "prod")
+
+
+def test_an_empty_fresh_cluster_is_restored_without_force_a_non_empty_one_is_refused() -> None:
+    fresh = _assessment([_member("cp1", True, 1, 1)], 5_000, 5_000)
+    assert fresh.quorum.has_quorum and fresh.empty_cluster
+    rec = recommend(fresh, backup=fresh.newest_backup)
+    assert rec.path is RestorePath.BACKUP and rec.backup is fresh.newest_backup
+    assert "empty (revision 1)" in rec.reason and "replaces nothing" in rec.reason
+    assert not any("--force" in n for n in rec.notes) and rec.lost_revisions == 0
+
+    written = _assessment([_member("cp1", True, 2, 1)], 5_000, 5_000)
+    assert not written.empty_cluster
+    assert recommend(written, backup=written.newest_backup).path is RestorePath.NONE
+    empty_backup = _assessment([_member("cp1", True, 1, 1)], 1, 1)
+    assert recommend(empty_backup, backup=empty_backup.newest_backup).path is RestorePath.NONE
+    assert recommend(fresh, backup=None).path is RestorePath.NONE
+    one_empty = _assessment([_member("a", True, 1, 1), _member("b", True, 800, 1), _member("c", False)], 500, 800)
+    assert recommend(one_empty, backup=one_empty.newest_backup).path is RestorePath.NONE
