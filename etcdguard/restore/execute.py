@@ -433,7 +433,7 @@ class RestoreJob:
 
     def wait_healthy(self, ctx: StepContext) -> str:
         deadline = time.monotonic() + self.p.start_timeout
-        last, began = "no answer", time.monotonic()
+        last, began, pause = "no answer", time.monotonic(), 0.05
         while True:
             try:
                 with MemberClient(self.endpoint, tls=self.client_tls, timeout=2.0) as client:
@@ -459,7 +459,8 @@ class RestoreJob:
             if time.monotonic() >= deadline:
                 raise TransientError(f"the restored member did not become healthy in {self.p.start_timeout:g}s "
                                      f"({last}){extra}; fix it and run etcdguard restore --resume")
-            time.sleep(0.5)
+            time.sleep(pause)  # short at first: a restored member usually serves within a second
+            pause = min(0.5, pause * 1.5)
 
     def post_checks(self, ctx: StepContext) -> str:
         notes = []
