@@ -230,6 +230,8 @@ def test_pods_are_locked_down(chart: Any) -> None:
                 assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
                 assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
                 assert "/tmp" in _mounts(c), "writable /tmp"
+                env = {e["name"]: e.get("value") for e in c["env"]}
+                assert env["ETCDGUARD_STATE_DIR"].startswith("/tmp/"), "step journals on the writable /tmp"
                 assert c["resources"]["limits"]["ephemeral-storage"]
             (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
             assert tmp["emptyDir"]["sizeLimit"], "no unbounded emptyDir"

@@ -337,6 +337,8 @@ signingPub: {volume: key-signing-pub, key: {{ $k.signingPubKey | quote }}, dir: 
 {{- $cfg := default (dict) $v.config -}}
 - name: ETCDGUARD_CONFIG
   value: /etc/etcdguard/etcdguard.yaml
+- name: ETCDGUARD_STATE_DIR
+  value: /tmp/etcdguard-state
 {{- range $flag, $f := include "etcdguard.keyFiles" $root | fromYaml }}
 {{- if and (get $s $flag) (not (dig $f.section $f.setting "" $cfg)) }}
 - name: {{ $f.env }}
