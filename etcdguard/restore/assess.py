@@ -147,7 +147,7 @@ class Assessment:
         now = self.taken_at
         return {
             "cluster_name": self.cluster_name, "taken_at": now.isoformat(),
-            "quorum": self.quorum.to_dict(),
+            "quorum": self.quorum.to_dict(), "empty_cluster": self.empty_cluster,
             "members": [m.to_dict() for m in self.health.members] if self.health else [],
             "local_member": self.local.to_dict() if self.local else None,
             "local_data_dir": data_dir_dict(self.local_data) if self.local_data else None,

@@ -2,9 +2,9 @@
 
 Paths: (a) quorum is healthy: no restore (unless every member is empty, at revision 1, while
 the backup holds data: then (c) or (d), which replace nothing); (b) quorum lost but a survivor
-holds data newer than any backup: recover from the survivor; (c) restore from the backup; (d) restore this node alone as
-a one-member cluster (the single control-plane fallback), from the backup. (b) and (c) become
-one-member restores too when only this node is restored.
+holds data newer than any backup: recover from the survivor; (c) restore from the backup;
+(d) restore this node alone as a one-member cluster (the single control-plane fallback), from the
+backup. (b) and (c) become one-member restores too when only this node is restored.
 """
 
 from __future__ import annotations
@@ -108,9 +108,8 @@ def recommend(a: Assessment, *, backup: BackupRef | None, force: bool = False, s
 
     A cluster with quorum whose members are all empty (revision <= 1, started fresh) is restored
     without ``force`` when ``backup`` holds data. ``force`` turns path (a) into a restore anyway;
-    ``single_member`` asks for (d);
-    ``multi_member_plan`` means every member is restored from one plan (never single);
-    ``prefer_backup`` ignores a newer survivor (the operator chose a backup explicitly).
+    ``single_member`` asks for (d); ``multi_member_plan`` means every member is restored from one
+    plan (never single); ``prefer_backup`` ignores a newer survivor (the operator chose a backup explicitly).
     """
     now = a.taken_at
     single = single_member or not multi_member_plan  # without a plan for every member, only this node

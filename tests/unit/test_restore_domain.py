@@ -144,6 +144,7 @@ def test_an_empty_fresh_cluster_is_restored_without_force_a_non_empty_one_is_ref
     assert rec.path is RestorePath.BACKUP and rec.backup is fresh.newest_backup
     assert "empty (revision 1)" in rec.reason and "replaces nothing" in rec.reason
     assert not any("--force" in n for n in rec.notes) and rec.lost_revisions == 0
+    assert fresh.to_dict()["empty_cluster"] is True
 
     written = _assessment([_member("cp1", True, 2, 1)], 5_000, 5_000)
     assert not written.empty_cluster
