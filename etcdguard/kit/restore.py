@@ -33,6 +33,7 @@ import pyrage
 
 from etcdguard.backup.keys import VerifyKey
 from etcdguard.errors import IntegrityError
+from etcdguard.files import fsync_dir
 from etcdguard.interrupts import deferred
 from etcdguard.kit.catalog import KitCatalog
 from etcdguard.kit.model import SECRET_ROLES, KitFile, KitManifest
@@ -138,14 +139,6 @@ def plan_restore(manifest: KitManifest, data: dict[str, bytes], root: Path, *,
     return RestorePlan(manifest, root, actions, chown, data)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_file(action: FileAction, data: bytes, chown: bool) -> Path:
     """Write ``data`` to a private dot-named temp file beside the target; returns its path."""
     temp = action.target.parent / f".{ASIDE_TAG}-tmp-{secrets.token_hex(6)}"
@@ -212,7 +205,7 @@ def apply_restore(plan: RestorePlan) -> list[FileAction]:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_dir(action.target.parent)
+        fsync_dir(action.target.parent)
         done.append(action)
     return done
 

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from etcdguard.errors import AbortedError, ConfigError
+from etcdguard.files import fsync_dir
 
 JOURNAL_FORMAT = 1
 JOURNAL_TYPE = "etcdguard.journal"
@@ -246,15 +247,6 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory (makes a rename in it durable)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def ensure_private_dir(path: Path) -> Path:

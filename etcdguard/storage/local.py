@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from etcdguard import interrupts
 from etcdguard.errors import StorageError
+from etcdguard.files import fsync_dir
 from etcdguard.storage.base import BlobInfo, BlobStore, BlobWriter, IncompleteWrite
 
 PARTIAL_PREFIX = ".partial-"
@@ -49,14 +50,6 @@ def validate_prefix(prefix: str) -> str:
         if prefix.startswith("/") or "\x00" in prefix or "\\" in prefix:
             raise ValueError(f"invalid storage prefix {prefix!r}")
     return prefix
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _os_error(action: str, path: Path, exc: OSError) -> StorageError:
@@ -129,7 +122,7 @@ class LocalWriter(BlobWriter):
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(self._tmp, self._final)
-            _fsync_dir(self._final.parent)
+            fsync_dir(self._final.parent)
         except OSError as exc:
             self._state = "failed"
             raise _os_error("commit", self._final, exc) from exc
@@ -186,7 +179,7 @@ class LocalStore(BlobStore):
             except OSError as exc:
                 raise _os_error("create directory", d, exc) from exc
             with contextlib.suppress(OSError):
-                _fsync_dir(d.parent)
+                fsync_dir(d.parent)
 
     def prune_empty_dirs(self, path: Path) -> None:
         """Remove ``path`` and its parents while they are empty (never the root); never raises."""
@@ -196,7 +189,7 @@ class LocalStore(BlobStore):
             except OSError:  # not empty (another writer), gone, or not ours to remove
                 return
             with contextlib.suppress(OSError):
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             path = path.parent
 
     def check(self) -> None:
@@ -298,7 +291,7 @@ class LocalStore(BlobStore):
         except OSError as exc:
             raise _os_error("delete", path, exc) from exc
         with contextlib.suppress(OSError):
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         self.prune_empty_dirs(path.parent)
 
     def list_incomplete(self, prefix: str = "") -> builtins.list[IncompleteWrite]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from etcdguard.config import LocalStoreConfig
 from etcdguard.errors import StorageError
 from etcdguard.storage import LocalStore, open_store
+from tests.support.require import missing
 
 
 def _files(root: Path) -> list[str]:
@@ -204,14 +206,20 @@ def test_check_not_a_directory(tmp_path: Path) -> None:
         LocalStore(tmp_path / "file").check()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_check_not_writable(tmp_path: Path) -> None:
     d = tmp_path / "ro"
     d.mkdir(mode=0o500)
+    # root writes anywhere, except into an immutable directory
+    immutable = os.geteuid() != 0 or subprocess.run(["chattr", "+i", str(d)], capture_output=True,
+                                                    check=False).returncode == 0
+    if not immutable:
+        missing("chattr +i is not supported on this file system")
     try:
         with pytest.raises(StorageError, match="not writable"):
             LocalStore(d).check()
     finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(d)], capture_output=True, check=False)
         d.chmod(0o700)
 
 
