@@ -141,6 +141,14 @@ def stop_requested() -> bool:
     return guard is not None and guard.requested.is_set()
 
 
+def raise_if_requested() -> None:
+    """Raise :class:`Interrupted` when a stop was requested: native code that calls back into
+    Python (pyrage) turns the interrupt raised in its callback into an error of its own."""
+    guard = installed()
+    if guard is not None and guard.requested.is_set():
+        raise Interrupted(guard.signum or signal.SIGINT)
+
+
 def cancel_event() -> threading.Event:
     """The installed guard's flag, to hand to work that polls a ``cancel`` event (a fresh one if none)."""
     guard = installed()

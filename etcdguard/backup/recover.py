@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, cast
 import pyrage
 import zstandard
 
+from etcdguard import interrupts
 from etcdguard.backup.manifest import Manifest
 from etcdguard.backup.streams import TRAILER_BYTES, BytePipe, HashingReader, PipeClosedError
 from etcdguard.errors import ConfigError, IntegrityError
@@ -337,8 +338,9 @@ def _explain(exc: BaseException, manifest: Manifest, download: _Download, sink: 
     """Raise the error behind a failed decode, or return to let ``exc`` propagate."""
     what = f"backup {manifest.backup_id}"
     stored = manifest.stored
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, IntegrityError | KeyboardInterrupt):
         return
+    interrupts.raise_if_requested()  # a stop that pyrage reported as a decryption error
     for error in (sink.error, download.reader.error, sink.write_failure, download.error):
         if error is not None and not isinstance(error, PipeClosedError):
             raise error from None
