@@ -65,6 +65,14 @@ class RunMode(abc.ABC):
         """Rollback: start etcd exactly as it was configured before the restore."""
         return self.start_etcd(aside, {}, {})
 
+    def etcd_restarts(self) -> int | None:
+        """How often the supervisor (kubelet, systemd) has restarted etcd so far, None when unknown.
+
+        Read while a restored member rebuilds, to show an operator that it is crash-looping.
+        Must not raise: a supervisor that cannot be asked gives None.
+        """
+        return None
+
 
 def _place(src: Path, dest: Path, text: str | None = None) -> None:
     """Put ``src`` (or ``text``) at ``dest`` atomically through a dot-file the kubelet ignores."""
