@@ -5,38 +5,33 @@ Order: fetch (checked) -> pre-flight -> emergency snapshots -> stop kube-apiserv
 move the old data aside -> snapshot restore -> fencing -> start etcd -> wait until healthy ->
 post-restore checks -> clean stale master leases -> start kube-apiserver -> remove the staged
 snapshot. Nothing is changed before "stop kube-apiserver": a bad backup or a failed pre-flight
-check leaves the node as it was.
+check leaves the node as it was. Those first steps (fetch, pre-flight, emergency snapshots) are in
+:mod:`etcdguard.restore.source`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from etcdguard.backup.download import download_backup
-from etcdguard.backup.pipeline import request_from_settings, take_backup
-from etcdguard.backup.streams import SnapshotReader
 from etcdguard.errors import AbortedError, EtcdGuardError, IntegrityError, TransientError
-from etcdguard.etcd.binaries import EtcdInstallation, EtcdVersion
+from etcdguard.etcd.binaries import EtcdVersion
 from etcdguard.etcd.client import MemberClient
 from etcdguard.etcd.datadir import wal_ids
-from etcdguard.etcd.local import LocalEtcd
-from etcdguard.etcd.tools import RestoreSpec, SnapshotStatus, SnapshotTool, restore, snapshot_status
+from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, restore
 from etcdguard.restore.discovery import parse_initial_cluster, url_port
 from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
 from etcdguard.restore.job import JobParams, Services
 from etcdguard.restore.plan import member_id
-from etcdguard.restore.preflight import Check, check_encryption, owner_of, parse_owner, run_checks, selinux_enabled
+from etcdguard.restore.preflight import owner_of, parse_owner, selinux_enabled
 from etcdguard.restore.runmode import CommandRunMode, KubeadmStaticPods, RunMode, SystemdRunMode
 from etcdguard.restore.settings import RestoreConfig
+from etcdguard.restore.source import SourceSteps
 from etcdguard.steps import Step, StepContext
-from etcdguard.storage.local import LocalStore
 
 MASTERLEASES = b"/registry/masterleases/"
 CHANGING_STEPS = ("stop-apiserver", "stop-etcd", "move-aside", "restore-snapshot", "start-etcd",
@@ -69,6 +64,8 @@ class RestoreJob:
         self.aside_wal = wal.with_name(f"{wal.name}.etcdguard-old-{params.stamp}") if wal else None
         self.new_wal = wal.with_name(f"{wal.name}.etcdguard-new-{params.stamp}") if wal else None
         self.expected_member_id = member_id(self.member.peer_urls, self.plan.token)
+        self.source = SourceSteps(params, services, self.tool, self.local, self.client_tls,
+                                  lambda: self._fence(remote_only=True))
 
     def _mode(self) -> RunMode:
         if self.p.run_mode == "kubeadm":
@@ -94,9 +91,9 @@ class RestoreJob:
         source = (f"backup {p.source.backup_id}" if p.source.kind == "backup"
                   else f"survivor {p.source.survivor}")
         steps = [
-            Step("fetch", self.fetch, check=self.fetched, detail=f"fetch and check {source}"),
-            Step("preflight", self.preflight, detail="disk, memory, quota, tool, encryption keys"),
-            Step("emergency-snapshot", self.emergency_snapshot, detail="snapshot answering members"),
+            Step("fetch", self.source.fetch, check=self.source.fetched, detail=f"fetch and check {source}"),
+            Step("preflight", self.source.preflight, detail="disk, memory, quota, tool, encryption keys"),
+            Step("emergency-snapshot", self.source.emergency_snapshot, detail="snapshot answering members"),
             Step("stop-apiserver", self.stop_apiserver, undo=self.undo_stop_apiserver,
                  detail="kubeadm: manifest out of the manifests dir; port closed"),
             Step("stop-etcd", self.stop_etcd, undo=self.undo_stop_etcd, detail="client and peer ports closed"),
@@ -114,143 +111,6 @@ class RestoreJob:
             Step("clean-staging", self.clean_staging, detail="remove the decrypted snapshot"),
         ]
         return steps
-
-    # -- fetch and pre-flight (change nothing) -----------------------------------------------
-    def fetched(self, ctx: StepContext) -> bool:
-        path = self.p.snapshot_path
-        return path.is_file() and bool(ctx.result.get("size")) and path.stat().st_size == ctx.result["size"]
-
-    def fetch(self, ctx: StepContext) -> str:
-        src = self.plan.source
-        dest = self.p.snapshot_path
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if src.kind == "backup":
-            if self.s.catalog is None or src.backup_id is None:
-                raise AbortedError("the backup store is not configured")
-            if self.s.on_fetch_start:
-                self.s.on_fetch_start(src.snapshot_bytes)
-            got = download_backup(self.s.catalog, src.backup_id, self.s.verify_keys, self.s.identities, dest,
-                                  on_bytes=self.s.on_bytes)
-            if src.snapshot_sha256 and got.sha256 != src.snapshot_sha256:
-                dest.unlink(missing_ok=True)
-                raise IntegrityError(f"backup {src.backup_id} is not the snapshot the plan names "
-                                     f"(sha256 {got.sha256[:12]} != {src.snapshot_sha256[:12]})")
-            counts = got.manifest.key_counts
-            ctx.save(size=got.size, sha256=got.sha256, revision=got.manifest.hashkv.revision,
-                     keys=counts.total if counts is not None else None)
-            return f"{got.size:,} bytes, signature, sha256 and etcd trailer checked"
-        if src.survivor_endpoint:
-            size = self._snapshot_member(src.survivor_endpoint, dest)
-            ctx.save(size=size)
-            return f"snapshot of {src.survivor} ({size:,} bytes, trailer checked)"
-        if not src.survivor_db:
-            raise AbortedError("the plan names no survivor endpoint or db file")
-        db = Path(src.survivor_db)
-        for host, port in self.local.ports:
-            if port_open(host, port):
-                raise AbortedError(f"{src.survivor}'s etcd still listens on {host}:{port}: its db file cannot "
-                                   "be copied while it runs")
-        size = self._replay_offline(db.parent.parent.parent, dest)
-        ctx.save(size=size, offline=True)
-        return f"snapshot of the stopped member's data ({size:,} bytes, its WAL replayed in an isolated copy)"
-
-    def _replay_offline(self, data_dir: Path, dest: Path) -> int:
-        """A stopped member's db lacks what is only in its WAL: start a copy of its data dir alone on
-        loopback ports (``--force-new-cluster``, never the real dir) and snapshot that."""
-        copy = self.p.work / "survivor-copy"
-        shutil.rmtree(copy, ignore_errors=True)  # our own copy from an interrupted attempt
-        shutil.copytree(data_dir, copy / "data", symlinks=True)
-        if self.local.wal_dir is not None and self.local.wal_dir.is_dir():
-            shutil.rmtree(copy / "data" / "member" / "wal", ignore_errors=True)
-            shutil.copytree(self.local.wal_dir, copy / "data" / "member" / "wal")
-        etcd_bin = self.tool.path.parent / "etcd"
-        install = EtcdInstallation(self.tool.version, etcd_bin, None, None)
-        isolated = LocalEtcd(install, copy / "data", name=self.local.name, log_path=copy / "etcd.log",
-                             extra_args=["--force-new-cluster"])
-        try:
-            isolated.start(timeout=self.p.start_timeout, error=TransientError)
-            with MemberClient(isolated.endpoint, timeout=10) as client:
-                return self._stream_snapshot(client, dest)
-        finally:
-            isolated.stop()
-            shutil.rmtree(copy, ignore_errors=True)
-
-    def _snapshot_member(self, endpoint: str, dest: Path) -> int:
-        with MemberClient(endpoint, tls=self.client_tls, timeout=10) as client:
-            return self._stream_snapshot(client, dest)
-
-    def _stream_snapshot(self, client: MemberClient, dest: Path) -> int:
-        tmp = dest.with_name(f".{dest.name}.partial")
-        try:
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-                reader = SnapshotReader(client.snapshot(), on_bytes=self.s.on_bytes)
-                shutil.copyfileobj(reader, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return dest.stat().st_size
-
-    def preflight(self, ctx: StepContext) -> str:
-        skip = bool(self.plan.source.kind == "survivor" and not self.plan.source.survivor_endpoint)
-        snapshot = self.p.snapshot_path
-        enc_config = Path(self.p.encryption_config) if self.p.encryption_config else None
-        status = self._signed_status(ctx, snapshot)
-        if status is None:
-            with ThreadPoolExecutor(1) as pool:  # etcdutl reads the db while the key scan runs here
-                pending = pool.submit(snapshot_status, self.tool, snapshot)
-                encryption = check_encryption(snapshot, enc_config, self.plan.kubernetes)
-                status = pending.result()
-        else:
-            encryption = check_encryption(snapshot, enc_config, self.plan.kubernetes)
-        checks = run_checks(snapshot=snapshot, status=status, data_dir=self.local.data_dir,
-                            quota=self.local.quota_backend_bytes, tool=self.tool,
-                            server_version=self.p.server_version, bump=self.plan.bump_revision,
-                            encryption=encryption, memory_factor=self.p.memory_factor)
-        ctx.save(revision=status.revision, total_keys=status.total_keys, total_size=status.total_size,
-                 checks=[c.line() for c in checks], skip_hash_check=skip)
-        if self.plan.single:  # nothing else may still run the old cluster: refuse before any change
-            checks.append(Check("fencing (others)", True, self._fence(remote_only=True)))
-        failed = [c for c in checks if not c.ok and (not c.overridable or not self.p.force)]
-        if failed:
-            raise AbortedError("pre-flight refused the restore, nothing was changed: "
-                               + "; ".join(f"{c.name}: {c.detail}" for c in failed))
-        forced = [c.name for c in checks if not c.ok]
-        note = f"; FORCED past: {', '.join(forced)}" if forced else ""
-        return f"revision {status.revision:,}, {status.total_keys:,} keys, all checks passed{note}"
-
-    def _signed_status(self, ctx: StepContext, snapshot: Path) -> SnapshotStatus | None:
-        """``snapshot status`` of a fetched backup from its signed manifest (the fetch proved the file
-        is the snapshot it describes: no second full read by etcdutl); None for other sources."""
-        fetched = ctx.journal.record("fetch")
-        result = fetched.result if fetched is not None else {}
-        if self.plan.source.kind != "backup" or not result.get("revision"):
-            return None
-        return SnapshotStatus(hash=0, revision=int(result["revision"]), total_keys=int(result.get("keys") or 0),
-                              total_size=snapshot.stat().st_size)
-
-    def emergency_snapshot(self, ctx: StepContext) -> str:
-        if not self.p.answering:
-            return "no member answers: nothing to save"
-        settings = self.s.settings
-        request = request_from_settings(settings)
-        if not request.recipients and self.s.identities:
-            recipients = [i.to_public() for i in self.s.identities]
-            request = dataclasses.replace(request, recipients=recipients,
-                                          recipient_texts=[str(r) for r in recipients])
-        request = dataclasses.replace(request, allow_unsigned=True, allow_unencrypted=True,
-                                      etcd=settings.etcd.model_copy(update={"endpoints": list(self.p.answering)}),
-                                      member=None)
-        store = LocalStore(Path(self.p.emergency_store))
-        saved = []
-        for url in self.p.answering:
-            if any(url in r for r in ctx.result.get("saved", [])):
-                continue
-            result = take_backup(dataclasses.replace(request, local_endpoint=url), store)
-            saved.append(f"{url} -> {result.manifest.backup_id}")
-            ctx.save(saved=[*ctx.result.get("saved", []), saved[-1]])
-        return f"saved into {store.url}: " + ", ".join(ctx.result.get("saved", []))
 
     # -- stop ----------------------------------------------------------------------------------
     def _wait_closed(self, ports: list[tuple[str, int]], what: str) -> None:
