@@ -36,12 +36,13 @@ class Downloaded:
 
 def download_backup(catalog: Catalog, selector: str, keys: list[VerifyKey] | None, identities: list[Any],
                     dest: Path | BinaryIO, *, on_start: Callable[[Manifest], None] | None = None,
-                    on_bytes: Callable[[int], None] | None = None) -> Downloaded:
+                    on_bytes: Callable[[int], None] | None = None, for_etcdutl: bool = False) -> Downloaded:
     """Resolve ``selector``, check the manifest with ``keys`` (None skips it) and write the snapshot.
 
     ``dest`` is a file path (written through a temp file beside it) or a binary stream (written
     only after all checks passed). ``on_start`` gets the manifest before any byte is fetched,
-    ``on_bytes`` the count of each block of plain snapshot bytes written.
+    ``on_bytes`` the count of each block of plain snapshot bytes written. ``for_etcdutl``: see
+    :func:`recover_snapshot` (a file path only).
     """
     backup_id = catalog.resolve(selector)
     manifest = catalog.open(backup_id, keys)
@@ -49,7 +50,8 @@ def download_backup(catalog: Catalog, selector: str, keys: list[VerifyKey] | Non
         on_start(manifest)
     prefix = catalog.prefix(backup_id)
     if isinstance(dest, Path):
-        result = recover_snapshot(catalog.store, manifest, prefix, identities, dest, on_bytes=on_bytes)
+        result = recover_snapshot(catalog.store, manifest, prefix, identities, dest, on_bytes=on_bytes,
+                                  for_etcdutl=for_etcdutl)
         return Downloaded(manifest, result.path, result.size, result.sha256)
     staging: Path | None = None
     try:
