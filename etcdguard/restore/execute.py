@@ -1,12 +1,14 @@
 """The restore as journaled steps: each idempotent, with a done-check and an undo where it changes
 something. Old data and manifests are moved aside with a timestamp, never deleted.
 
-Order: fetch (checked) -> pre-flight -> emergency snapshots -> stop kube-apiserver -> stop etcd ->
-move the old data aside -> snapshot restore -> fencing -> start etcd -> wait until healthy ->
-post-restore checks -> clean stale master leases -> start kube-apiserver -> remove the staged
-snapshot. Nothing is changed before "stop kube-apiserver": a bad backup or a failed pre-flight
-check leaves the node as it was. Those first steps (fetch, pre-flight, emergency snapshots) are in
-:mod:`etcdguard.restore.source`.
+Order: fetch (checked) -> pre-flight -> snapshot restore into a new dir beside the old one (etcd's
+hash check; the encryption-key check runs meanwhile) -> emergency snapshots -> stop kube-apiserver
+-> stop etcd -> move the old data aside -> swap the restored dir in -> fencing -> start etcd ->
+remove the staged snapshot (while etcd starts) -> wait until healthy -> post-restore checks ->
+clean stale master leases -> start kube-apiserver. Nothing is changed before "stop
+kube-apiserver": a bad backup or a failed pre-flight check leaves the node as it was, and the
+cluster's downtime is only the stop-to-start part. The fetch, pre-flight and emergency snapshots
+are in :mod:`etcdguard.restore.source`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from etcdguard.errors import AbortedError, EtcdGuardError, IntegrityError, TransientError
 from etcdguard.etcd.binaries import EtcdVersion
 from etcdguard.etcd.client import MemberClient
 from etcdguard.etcd.datadir import wal_ids
-from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, restore
+from etcdguard.etcd.tools import EtcdToolError, RestoreSpec, SnapshotTool, restore
 from etcdguard.restore.discovery import parse_initial_cluster, url_port
 from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
 from etcdguard.restore.job import JobParams, Services
@@ -34,7 +37,7 @@ from etcdguard.restore.source import SourceSteps
 from etcdguard.steps import Step, StepContext
 
 MASTERLEASES = b"/registry/masterleases/"
-CHANGING_STEPS = ("stop-apiserver", "stop-etcd", "move-aside", "restore-snapshot", "start-etcd",
+CHANGING_STEPS = ("stop-apiserver", "stop-etcd", "move-aside", "swap-in", "start-etcd",
                   "clean-masterleases", "start-apiserver")
 
 
@@ -92,23 +95,25 @@ class RestoreJob:
                   else f"survivor {p.source.survivor}")
         steps = [
             Step("fetch", self.source.fetch, check=self.source.fetched, detail=f"fetch and check {source}"),
-            Step("preflight", self.source.preflight, detail="disk, memory, quota, tool, encryption keys"),
+            Step("preflight", self.source.preflight, detail="disk, memory, quota, tool"),
+            Step("restore-snapshot", self.restore_snapshot, check=self.prepared, undo=self.undo_prepare,
+                 detail="snapshot restore into a new dir (etcd's hash check), encryption keys"),
             Step("emergency-snapshot", self.source.emergency_snapshot, detail="snapshot answering members"),
             Step("stop-apiserver", self.stop_apiserver, undo=self.undo_stop_apiserver,
                  detail="kubeadm: manifest out of the manifests dir; port closed"),
             Step("stop-etcd", self.stop_etcd, undo=self.undo_stop_etcd, detail="client and peer ports closed"),
             Step("move-aside", self.move_aside, check=self.moved_aside, undo=self.undo_move_aside,
                  detail="old data (and wal) dir renamed with a timestamp"),
-            Step("restore-snapshot", self.restore_snapshot, check=self.restored, undo=self.undo_restore,
-                 detail="snapshot restore: name, initial cluster, new token"),
+            Step("swap-in", self.swap_in, check=self.restored, undo=self.undo_restore,
+                 detail="the restored data (and wal) dir takes the old one's place"),
             Step("fence", self.fence, detail="old members and apiservers must be down"),
             Step("start-etcd", self.start_etcd, undo=self.undo_start_etcd, detail="start the restored member"),
+            Step("clean-staging", self.clean_staging, detail="remove the decrypted snapshot while etcd starts"),
             Step("wait-healthy", self.wait_healthy, detail="leader elected, linearizable read"),
             Step("post-checks", self.post_checks, detail="alarms, HashKV across members, revision"),
             Step("clean-masterleases", self.clean_masterleases, detail="stale /registry/masterleases/ entries"),
             Step("start-apiserver", self.start_apiserver, undo=self.undo_start_apiserver,
                  detail="and wait until it listens"),
-            Step("clean-staging", self.clean_staging, detail="remove the decrypted snapshot"),
         ]
         return steps
 
@@ -201,34 +206,83 @@ class RestoreJob:
     def restored(self, ctx: StepContext) -> bool:
         return self._restored_id() == self.expected_member_id
 
+    def prepared(self, ctx: StepContext) -> bool:
+        """The new dir holds this plan's member (or it was swapped in already)."""
+        wal = self.new_wal or self.new_data / "member" / "wal"
+        try:
+            return wal_ids(wal)[0] == self.expected_member_id or self.restored(ctx)
+        except (OSError, ValueError):
+            return self.restored(ctx)
+
     def restore_snapshot(self, ctx: StepContext) -> str:
-        for leftover in (self.new_data, self.new_wal):
-            if leftover is not None and leftover.exists():
-                shutil.rmtree(leftover)  # our own partial output from an interrupted attempt
-        if self.local.data_dir.exists():
-            raise AbortedError(f"{self.local.data_dir} exists again (recreated by someone else?); "
-                               "move it away and --resume")
+        """``snapshot restore`` into a new dir beside the data dir: the live member is not touched.
+
+        etcdutl checks the body against etcd's trailer (no ``--skip-hash-check``); the scan for
+        encryption key names reads the same file meanwhile, on another core. Either refusal
+        removes the new dir: nothing was changed.
+        """
+        self.discard_new()  # our own partial output from an interrupted attempt
         bump = self.plan.bump_revision or None
         spec = RestoreSpec(snapshot=self.p.snapshot_path, data_dir=self.new_data, name=self.member.name,
                            initial_cluster=parse_initial_cluster(self.plan.initial_cluster),
-                           token=self.plan.token, wal_dir=self.new_wal, skip_hash_check=True,
+                           token=self.plan.token, wal_dir=self.new_wal,
                            bump_revision=bump, mark_compacted=bump is not None)
-        restore(self.tool, spec, timeout=max(600.0, self.p.start_timeout))
+        with ThreadPoolExecutor(1) as pool:
+            scan = pool.submit(self.source.encryption_check)
+            try:
+                restore(self.tool, spec, timeout=max(600.0, self.p.start_timeout))
+            except EtcdToolError as exc:
+                self.discard_new()
+                if "integrity check failed" in str(exc) or "sha256" in str(exc):
+                    raise IntegrityError(f"the staged snapshot failed etcd's hash check, nothing was changed: "
+                                         f"{exc}") from None
+                raise
+            finally:
+                encryption = scan.result()
+        ctx.save(encryption=encryption.line())
+        if not encryption.ok:
+            self.discard_new()
+            raise AbortedError(f"pre-flight refused the restore, nothing was changed: {encryption.name}: "
+                               f"{encryption.detail}")
         self._own(self.new_data)
         if self.new_wal is not None:
             self._own(self.new_wal)
+        bumped = f", revisions bumped by {bump:,} (marked compacted)" if bump else ", revisions kept"
+        return (f"{self.new_data} as member {self.member.name} ({self.expected_member_id:x}), etcd's hash "
+                f"check passed{bumped}; {encryption.name}: {encryption.detail}")
+
+    def discard_new(self) -> list[str]:
+        """Remove the restored dirs that were never swapped in (etcdguard's own output, not data)."""
+        removed = []
+        for leftover in (self.new_data, self.new_wal):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover)
+                removed.append(str(leftover))
+        return removed
+
+    def undo_prepare(self, ctx: StepContext) -> str:
+        removed = self.discard_new()
+        return "removed " + ", ".join(removed) if removed else "no restored dir left to remove"
+
+    def swap_in(self, ctx: StepContext) -> str:
+        if self.local.data_dir.exists():
+            raise AbortedError(f"{self.local.data_dir} exists again (recreated by someone else?); "
+                               "move it away and --resume")
+        if not self.new_data.exists():
+            raise AbortedError(f"the restored dir {self.new_data} is gone: run 'etcdguard restore --rollback' "
+                               "and restore again")
+        if self.new_wal is not None:
             assert self.local.wal_dir is not None
             self.local.wal_dir.parent.mkdir(parents=True, exist_ok=True)
             self.new_wal.rename(self.local.wal_dir)
         self.new_data.rename(self.local.data_dir)
-        bumped = f", revisions bumped by {bump:,} (marked compacted)" if bump else ", revisions kept"
-        return f"{self.local.data_dir} as member {self.member.name} ({self.expected_member_id:x}){bumped}"
+        return f"{self.local.data_dir} is member {self.member.name} ({self.expected_member_id:x})"
 
     def _own(self, path: Path) -> None:
         os.chmod(path, 0o700)
         owner = parse_owner(self.local.owner) if self.local.owner else None
-        if owner is None and self.aside_data.exists():
-            owner = owner_of(self.aside_data)
+        if owner is None:
+            owner = owner_of(self.local.data_dir) or owner_of(self.aside_data)
         if owner is not None and os.geteuid() == 0:
             for root, dirs, files in os.walk(path):
                 for name in [root, *(os.path.join(root, n) for n in dirs + files)]:

@@ -117,12 +117,12 @@ def check_encryption(snapshot: Path, config: Path | None, kubernetes: bool) -> C
 
 
 def run_checks(*, snapshot: Path, status: SnapshotStatus, data_dir: Path, quota: int | None,
-               tool: SnapshotTool, server_version: str | None, bump: int, encryption: Check,
-               memory_factor: float) -> list[Check]:
-    """Every pre-flight check that needs the fetched snapshot (``encryption``: :func:`check_encryption`)."""
+               tool: SnapshotTool, server_version: str | None, bump: int, memory_factor: float) -> list[Check]:
+    """The pre-flight checks that need the fetched snapshot's size and status, not its content
+    (:func:`check_encryption` reads the content: it runs beside ``snapshot restore``)."""
     size = max(status.total_size, snapshot.stat().st_size)
     return [check_disk(data_dir, size), check_memory(size, memory_factor), check_quota(size, quota),
-            check_tool_version(tool, server_version), check_bump_support(tool, bump), encryption]
+            check_tool_version(tool, server_version), check_bump_support(tool, bump)]
 
 
 def owner_of(path: Path) -> tuple[int, int] | None:

@@ -7,6 +7,7 @@ into :class:`JobParams`. :func:`run`, :func:`resume` and :func:`rollback` hold t
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 from collections.abc import Callable
@@ -358,11 +359,21 @@ def refuse_if_interrupted(settings: Settings) -> Journal | None:
     return previous
 
 
+def _discard_outputs(journal: Journal, services: Services) -> None:
+    """What a superseded run (it changed nothing) made itself: its staged snapshot and its restored
+    dirs that were never swapped in. Never the member's data."""
+    with contextlib.suppress(EtcdGuardError, OSError, ValueError):
+        params = JobParams.model_validate(journal.params)
+        RestoreJob(params, services).discard_new()
+        params.snapshot_path.unlink(missing_ok=True)
+
+
 def run(params: JobParams, services: Services, on_change: StepListener | None = None) -> Journal:
     """Run this node's part of a restore under the lock, journaled."""
     with _lock(services.settings):
         previous = refuse_if_interrupted(services.settings)
         if previous is not None:
+            _discard_outputs(previous, services)
             previous.finish(RunOutcome.rolled_back, "superseded: nothing had been changed")
         journal = Journal.create(journal_dir(services.settings), JOURNAL_KIND, params.plan.restore_id,
                                  params=params.model_dump(mode="json"))

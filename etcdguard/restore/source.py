@@ -1,7 +1,10 @@
 """The steps of a restore that change nothing: fetch the source snapshot (a backup, checked, or a
 surviving member's data), the pre-flight checks, and emergency snapshots of answering members.
 
-A bad backup or a failed check stops the restore here, while the node is still as it was.
+A bad backup or a failed check stops the restore here, while the node is still as it was. A
+fetched backup is staged as ``age -d | zstd -d`` would write it (see
+:func:`etcdguard.backup.recover.recover_snapshot`): ``snapshot restore`` checks its body against
+etcd's trailer next, also before anything is changed.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import dataclasses
 import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from etcdguard.backup.download import download_backup
@@ -60,7 +62,7 @@ class SourceSteps:
             if self.s.on_fetch_start:
                 self.s.on_fetch_start(src.snapshot_bytes)
             got = download_backup(self.s.catalog, src.backup_id, self.s.verify_keys, self.s.identities, dest,
-                                  on_bytes=self.s.on_bytes)
+                                  on_bytes=self.s.on_bytes, for_etcdutl=True)
             if src.snapshot_sha256 and got.sha256 != src.snapshot_sha256:
                 dest.unlink(missing_ok=True)
                 raise IntegrityError(f"backup {src.backup_id} is not the snapshot the plan names "
@@ -68,7 +70,7 @@ class SourceSteps:
             counts = got.manifest.key_counts
             ctx.save(size=got.size, sha256=got.sha256, revision=got.manifest.hashkv.revision,
                      keys=counts.total if counts is not None else None)
-            return f"{got.size:,} bytes, signature, sha256 and etcd trailer checked"
+            return f"{got.size:,} bytes, signature, stored sha256 and etcd trailer checked"
         if src.survivor_endpoint:
             size = self._snapshot_member(src.survivor_endpoint, dest)
             ctx.save(size=size)
@@ -123,23 +125,14 @@ class SourceSteps:
         return dest.stat().st_size
 
     def preflight(self, ctx: StepContext) -> str:
-        skip = bool(self.plan.source.kind == "survivor" and not self.plan.source.survivor_endpoint)
         snapshot = self.p.snapshot_path
-        enc_config = Path(self.p.encryption_config) if self.p.encryption_config else None
-        status = self._signed_status(ctx, snapshot)
-        if status is None:
-            with ThreadPoolExecutor(1) as pool:  # etcdutl reads the db while the key scan runs here
-                pending = pool.submit(snapshot_status, self.tool, snapshot)
-                encryption = check_encryption(snapshot, enc_config, self.plan.kubernetes)
-                status = pending.result()
-        else:
-            encryption = check_encryption(snapshot, enc_config, self.plan.kubernetes)
+        status = self._signed_status(ctx, snapshot) or snapshot_status(self.tool, snapshot)
         checks = run_checks(snapshot=snapshot, status=status, data_dir=self.local.data_dir,
                             quota=self.local.quota_backend_bytes, tool=self.tool,
                             server_version=self.p.server_version, bump=self.plan.bump_revision,
-                            encryption=encryption, memory_factor=self.p.memory_factor)
+                            memory_factor=self.p.memory_factor)
         ctx.save(revision=status.revision, total_keys=status.total_keys, total_size=status.total_size,
-                 checks=[c.line() for c in checks], skip_hash_check=skip)
+                 checks=[c.line() for c in checks])
         if self.plan.single:  # nothing else may still run the old cluster: refuse before any change
             checks.append(Check("fencing (others)", True, self.fence_others()))
         failed = [c for c in checks if not c.ok and (not c.overridable or not self.p.force)]
@@ -149,6 +142,11 @@ class SourceSteps:
         forced = [c.name for c in checks if not c.ok]
         note = f"; FORCED past: {', '.join(forced)}" if forced else ""
         return f"revision {status.revision:,}, {status.total_keys:,} keys, all checks passed{note}"
+
+    def encryption_check(self) -> Check:
+        """The snapshot's encryption key names against this node's apiserver config (reads the file)."""
+        config = Path(self.p.encryption_config) if self.p.encryption_config else None
+        return check_encryption(self.p.snapshot_path, config, self.plan.kubernetes)
 
     def _signed_status(self, ctx: StepContext, snapshot: Path) -> SnapshotStatus | None:
         """``snapshot status`` of a fetched backup from its signed manifest (the fetch proved the file

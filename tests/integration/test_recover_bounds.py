@@ -62,7 +62,9 @@ def bomb_store(bucket: Bucket, tmp_path: Path) -> tuple[LocalStore, str, Bucket]
     return store, backup_id, bucket
 
 
-def test_a_decompression_bomb_is_refused_within_the_stated_size(bomb_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("for_etcdutl", [False, True], ids=["checked", "staged-for-etcdutl"])
+def test_a_decompression_bomb_is_refused_within_the_stated_size(bomb_store, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                  for_etcdutl: bool) -> None:
     store, backup_id, bucket = bomb_store
     catalog = Catalog(store, CLUSTER, Trust.of([load_verify_key(bucket.keys.signing_pub)]))
     manifest = catalog.open(backup_id, catalog.trust.keys)
@@ -79,7 +81,7 @@ def test_a_decompression_bomb_is_refused_within_the_stated_size(bomb_store, tmp_
 
     with pytest.raises(IntegrityError, match="decompresses to more than"):
         recover_snapshot(store, manifest, catalog.prefix(backup_id), load_identities(bucket.keys.identity), out,
-                         on_bytes=measure)
+                         on_bytes=measure, for_etcdutl=for_etcdutl)
     print(f"bomb: {manifest.stored.size} bytes stored, inflates to {BOMB_PLAIN}; refused after writing "
           f"{written} bytes (peak on disk {peak_on_disk}), manifest states {CLAIMED_PLAIN}")
     assert manifest.stored.size < 1 << 20
@@ -122,3 +124,33 @@ def test_an_object_larger_than_its_manifest_is_refused_before_download(bucket: B
                         "--identity", str(bucket.keys.identity), env=bucket.env)
     assert_one_line_error(result, 6, "refusing it before download")
     assert json.loads(bucket.cli("backups", "list", "-o", "json", env=bucket.env).stdout)[0]["trust"] == "trusted"
+
+
+def test_a_file_staged_for_etcdutl_is_the_checked_file_and_its_trailer_is_held_to_the_manifest(
+        bucket: Bucket, tmp_path: Path) -> None:
+    """The restore's staging mode (no plain hash, no fsync) writes the same bytes as the fully
+    checked mode, and still refuses a trailer the signed manifest does not state."""
+    from etcdguard.backup.keys import load_identities
+
+    catalog = bucket.catalog()
+    backup_id = bucket.real[-1]
+    manifest = catalog.open(backup_id, catalog.trust.keys)
+    identities = load_identities(bucket.keys.identity)
+    checked, staged = tmp_path / "checked.db", tmp_path / "staged.db"
+    recover_snapshot(catalog.store, manifest, catalog.prefix(backup_id), identities, checked)
+    recover_snapshot(catalog.store, manifest, catalog.prefix(backup_id), identities, staged, for_etcdutl=True)
+    assert staged.read_bytes() == checked.read_bytes()
+
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes(f"{CLUSTER}/{backup_id}/{ENCRYPTED_OBJECT}",
+                    catalog.store.get_bytes(f"{catalog.prefix(backup_id)}/{ENCRYPTED_OBJECT}"))
+    wrong_trailer = manifest.snapshot.model_copy(update={"trailer_sha256": "00" * 32})
+    forged = manifest.model_copy(update={"snapshot": wrong_trailer})
+    store.put_bytes(f"{CLUSTER}/{backup_id}/{MANIFEST_NAME}",
+                    seal_manifest(forged, load_signing_key(bucket.keys.signing_key)))
+    local = Catalog(store, CLUSTER, catalog.trust)
+    out = tmp_path / "out" / "snapshot.db"
+    with pytest.raises(IntegrityError, match="does not match the manifest"):
+        recover_snapshot(store, local.open(backup_id, local.trust.keys), local.prefix(backup_id), identities, out,
+                         for_etcdutl=True)
+    assert list(out.parent.iterdir()) == []

@@ -68,8 +68,9 @@ def test_single_node_kubeadm_restore_from_s3(tmp_path: Path, s3_bucket: tuple[Se
 
         result = s.run("restore", "--yes", "--backup", "latest")
         assert result.returncode == 0, result.stderr
-        for step in ("fetch", "preflight", "stop-apiserver", "stop-etcd", "move-aside", "restore-snapshot",
-                     "fence", "start-etcd", "wait-healthy", "post-checks", "clean-masterleases", "start-apiserver"):
+        for step in ("fetch", "preflight", "restore-snapshot", "stop-apiserver", "stop-etcd", "move-aside",
+                     "swap-in", "fence", "start-etcd", "clean-staging", "wait-healthy", "post-checks",
+                     "clean-masterleases", "start-apiserver"):
             assert step in result.stderr
         assert "(c) restore from the backup" in result.stderr
 
@@ -135,15 +136,34 @@ def test_crash_at_every_step_boundary_then_resume_and_rollback(tmp_path: Path,
                                                                 s3_bucket: tuple[SeaweedS3, str]) -> None:
     require_etcd("3.5.16")
     seaweed, bucket = s3_bucket
-    steps = ["fetch", "preflight", "emergency-snapshot", "stop-apiserver", "stop-etcd", "move-aside",
-             "restore-snapshot", "fence", "start-etcd", "wait-healthy", "post-checks", "clean-masterleases",
-             "start-apiserver"]
+    steps = ["fetch", "preflight", "restore-snapshot", "emergency-snapshot", "stop-apiserver", "stop-etcd",
+             "move-aside", "swap-in", "fence", "start-etcd", "clean-staging", "wait-healthy", "post-checks",
+             "clean-masterleases", "start-apiserver"]
     with kubeadm_node(tmp_path / "node") as (node, _kubelet):
         s = _setup(tmp_path, seaweed, bucket, node.etcd_endpoint, node.etcd_client_tls, node.manifests_dir)
         tls = node_tls(node)
         with wait_serving(node.etcd_endpoint, tls) as c:
             c.put(b"/registry/pods/default/kept", b"v")
         assert s.run("snapshot").returncode == 0
+
+        # the staged snapshot is damaged after the fetch (disk, or someone with access): etcdutl's
+        # hash check refuses it before anything is changed, and a new run starts over
+        crashed = s.run("restore", "--yes", "--force", "--backup", "latest",
+                        env={"ETCDGUARD_TEST_CRASH_AFTER_STEP": "fetch"})
+        assert crashed.returncode == -9, crashed.stderr
+        (staged,) = s.state_dir.glob("*/snapshot.db")
+        with staged.open("r+b") as f:
+            f.seek(staged.stat().st_size // 2)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        damaged = s.run("restore", "--resume")
+        assert damaged.returncode == 6, damaged.stderr
+        assert "hash check" in damaged.stderr and "nothing was changed" in damaged.stderr
+        assert not list((node.root / "var" / "lib").glob("etcd.etcdguard-*"))
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            assert c.get(b"/registry/pods/default/kept") == b"v"
+
         for step in steps:
             with wait_serving(node.etcd_endpoint, tls) as c:
                 c.put(b"/registry/pods/default/after-backup", b"lost")
@@ -152,11 +172,14 @@ def test_crash_at_every_step_boundary_then_resume_and_rollback(tmp_path: Path,
             assert crashed.returncode == -9, (step, crashed.stderr)
             again = s.run("restore", "--yes", "--force", "--backup", "latest")
             assert (again.returncode == 10 and "--resume" in again.stderr) or step in (
-                "fetch", "preflight", "emergency-snapshot"), (step, again.stderr)
-            if again.returncode == 0:
-                continue  # nothing had changed: the new run did the whole restore
+                "fetch", "preflight", "restore-snapshot", "emergency-snapshot"), (step, again.stderr)
+            new_dirs = (node.root / "var" / "lib").glob("etcd.etcdguard-new-*")
+            if again.returncode == 0:  # nothing had changed: the new run did the whole restore
+                assert not list(new_dirs), step  # and removed what the superseded run had restored
+                continue
             resumed = s.run("restore", "--resume")
             assert resumed.returncode == 0, (step, resumed.stderr)
+            assert not list(new_dirs), step
             with wait_serving(node.etcd_endpoint, tls) as c:
                 assert c.get(b"/registry/pods/default/kept") == b"v", step
                 assert c.get(b"/registry/pods/default/after-backup") is None, step
