@@ -2,8 +2,9 @@
 
 Each check is named in the output. A failed check refuses the restore (exit 10) while the
 cluster, its data and its manifests are still untouched. ``--force`` overrides only the checks
-marked overridable (memory, the tool's minor version); never disk space, the quota, missing
-encryption keys or a bad backup (that fails earlier, in the fetch, with exit 6).
+marked overridable (memory, the tool's minor version, an encryption-key verdict the exact reader
+could not confirm); never disk space, the quota, encryption keys that current values use but the
+apiserver lacks, or a bad backup (that fails earlier, in the fetch, with exit 6).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def check_encryption(snapshot: Path, config: Path | None, kubernetes: bool) -> C
     if not kubernetes and config is None:
         return Check("encryption keys", True, "not Kubernetes data")
     result = check_encryption_keys(snapshot, config)
-    return Check("encryption keys", result.ok, result.summary(), overridable=False)
+    return Check("encryption keys", result.ok, result.summary(), overridable=not result.confirmed)
 
 
 def run_checks(*, snapshot: Path, status: SnapshotStatus, data_dir: Path, quota: int | None,
