@@ -91,6 +91,8 @@ def _print_diagnosis(diag: session.Diagnosis) -> None:
         state_ = (f"revision {m.revision:,}, raft index {m.raft_index:,}" if m.reachable and m.revision is not None
                   and m.raft_index is not None else f"[red]down[/]: {escape(m.error or 'no answer')}")
         stderr.print(f"  member        {escape(m.display_name):<12} {state_}")
+    if a.answering and a.quorum.has_quorum:
+        stderr.print(f"  empty etcd    {'yes' if a.empty_cluster else 'no'}: {escape(a.empty_check.reason)}")
     if a.local is not None:
         stderr.print(f"  this node     {escape(a.local.name)} ({escape(a.local.source)})")
     if a.local_data is not None:

@@ -17,6 +17,7 @@ from etcdguard.etcd.cluster import ClusterHealth, MemberHealth
 from etcdguard.etcd.datadir import DataDirInfo
 from etcdguard.etcd.quorum import QuorumVerdict, assess_quorum
 from etcdguard.restore.discovery import ApiServer, LocalMember
+from etcdguard.restore.emptiness import EmptyCheck, check_empty
 
 KUBERNETES_PREFIX = "/registry/"
 
@@ -115,6 +116,7 @@ class Assessment:
     newest_verified: BackupRef | None
     newest_seen_revision: int
     survivors: tuple[Survivor, ...]
+    key_count: int | None = None
 
     @property
     def answering(self) -> tuple[MemberHealth, ...]:
@@ -127,14 +129,18 @@ class Assessment:
         return max(self.survivors, key=lambda s: (s.revision, s.online), default=None)
 
     @property
-    def empty_cluster(self) -> bool:
-        """Members answer, and every one of them is at revision <= 1: nothing was ever written.
+    def empty_check(self) -> EmptyCheck:
+        """Whether the answering etcd is a new, empty one, measured against the newest backup
+        (the rule is in ``etcdguard.restore.emptiness``)."""
+        b = self.newest_backup
+        cid = f"{self.health.cluster_id:x}" if self.health is not None and self.health.cluster_id else None
+        return check_empty([m.revision for m in self.answering], cid, self.key_count,
+                           b.revision if b else None, b.cluster_id if b else None)
 
-        etcd counts every write in its revision, so revision 1 means an empty keyspace: a member
-        started fresh on an empty data dir (e.g. by the kubelet from a restored manifest).
-        """
-        members = self.answering
-        return bool(members) and all(m.revision is not None and m.revision <= 1 for m in members)
+    @property
+    def empty_cluster(self) -> bool:
+        """The answering etcd was started fresh (e.g. by the kubelet from a restored manifest)."""
+        return self.empty_check.empty
 
     @property
     def known_members(self) -> int:
@@ -148,6 +154,7 @@ class Assessment:
         return {
             "cluster_name": self.cluster_name, "taken_at": now.isoformat(),
             "quorum": self.quorum.to_dict(), "empty_cluster": self.empty_cluster,
+            "empty_check": self.empty_check.to_dict(), "key_count": self.key_count,
             "members": [m.to_dict() for m in self.health.members] if self.health else [],
             "local_member": self.local.to_dict() if self.local else None,
             "local_data_dir": data_dir_dict(self.local_data) if self.local_data else None,
@@ -185,12 +192,12 @@ def newest_backups(entries: list[BackupEntry], cluster_name: str) -> tuple[Backu
 
 def assess(cluster_name: str, health: ClusterHealth | None, local: LocalMember | None,
            local_data: DataDirInfo | None, apiserver: ApiServer | None, entries: list[BackupEntry],
-           now: datetime | None = None) -> Assessment:
-    """Combine the probes into an Assessment (pure)."""
+           now: datetime | None = None, key_count: int | None = None) -> Assessment:
+    """Combine the probes into an Assessment (pure); ``key_count``: keys in the whole keyspace, if asked."""
     newest, verified = newest_backups(entries, cluster_name)
     survivors = tuple(survivors_of(health, local, local_data))
     seen = [s.revision for s in survivors]
     seen += [e.manifest.hashkv.revision for e in entries if e.manifest is not None and e.trusted]
     members = list(health.members) if health else []
     return Assessment(cluster_name, now or datetime.now(timezone.utc), health, assess_quorum(members), local,
-                      local_data, apiserver, newest, verified, max(seen, default=0), survivors)
+                      local_data, apiserver, newest, verified, max(seen, default=0), survivors, key_count)

@@ -1,8 +1,9 @@
 """The recommendation: which recovery path, and what each would lose, in words and numbers.
 
-Paths: (a) quorum is healthy: no restore (unless every member is empty, at revision 1, while
-the backup holds data: then (c) or (d), which replace nothing); (b) quorum lost but a survivor
-holds data newer than any backup: recover from the survivor; (c) restore from the backup;
+Paths: (a) quorum is healthy: no restore (unless the etcd that answers is a new, empty one,
+as ``etcdguard.restore.emptiness`` decides, while the backup holds data: then (c) or (d));
+(b) quorum lost but a survivor holds data newer than any backup: recover from the survivor;
+(c) restore from the backup;
 (d) restore this node alone as a one-member cluster (the single control-plane fallback), from the
 backup. (b) and (c) become one-member restores too when only this node is restored.
 """
@@ -106,7 +107,7 @@ def recommend(a: Assessment, *, backup: BackupRef | None, force: bool = False, s
               multi_member_plan: bool = False, prefer_backup: bool = False) -> Recommendation:
     """Choose a path for ``a`` restoring from ``backup`` (the one the operator chose, or the newest).
 
-    A cluster with quorum whose members are all empty (revision <= 1, started fresh) is restored
+    A cluster with quorum that is a new, empty etcd (``Assessment.empty_check``) is restored
     without ``force`` when ``backup`` holds data. ``force`` turns path (a) into a restore anyway;
     ``single_member`` asks for (d); ``multi_member_plan`` means every member is restored from one
     plan (never single); ``prefer_backup`` ignores a newer survivor (the operator chose a backup explicitly).
@@ -155,8 +156,11 @@ def recommend(a: Assessment, *, backup: BackupRef | None, force: bool = False, s
         notes.append(f"the newest verified backup is {a.newest_verified.backup_id}")
     path = RestorePath.SINGLE if (single and a.known_members > 1) or single_member else RestorePath.BACKUP
     if empty:
-        why = (f"etcd answers but is empty (revision {max(m.revision or 0 for m in a.answering)}): it was "
-               "started fresh, e.g. from a restored manifest; restoring replaces nothing")
+        check = a.empty_check
+        why = (f"{check.reason}; it was started fresh, e.g. from a restored manifest; " + (
+            "restoring replaces nothing" if (check.revision or 0) <= 1 else
+            f"restoring replaces only what was written to it since (revision {check.revision:,}; its data "
+            "dir is kept aside)"))
     elif a.quorum.has_quorum:
         why = "forced"
     else:

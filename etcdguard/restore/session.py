@@ -25,8 +25,9 @@ from etcdguard.etcd.client import TLSFiles
 from etcdguard.etcd.cluster import ClusterHealth, probe_cluster
 from etcdguard.etcd.connection import open_connection
 from etcdguard.etcd.datadir import DataDirInfo, read_data_dir
+from etcdguard.etcd.ports import EtcdConnection
 from etcdguard.etcd.tools import SnapshotTool, child_env
-from etcdguard.restore.assess import Assessment, BackupRef, assess, is_kubernetes
+from etcdguard.restore.assess import Assessment, BackupRef, assess, is_kubernetes, newest_backups
 from etcdguard.restore.discovery import (
     APISERVER_MANIFEST,
     ETCD_MANIFEST,
@@ -138,15 +139,18 @@ def diagnose(settings: Settings, catalog: Catalog | None, *, manifests_dir: Path
     local, apiserver = _local(settings, mode, mdir)
     etcd = _etcd_config(settings, local)
     health: ClusterHealth | None = None
+    key_count: int | None = None
+    entries = safe_entries(catalog) if catalog is not None else []
+    newest, _ = newest_backups(entries, settings.backup.cluster_name)
     try:
         with open_connection(etcd) as conn:
             health = probe_cluster(conn, settings.monitor)
+            key_count = _key_count(conn, health, newest)
     except ConfigError:
         if local is not None:
             raise
         # a node that lost everything has no manifest and no PKI: the configured client certificate is
         # gone too; the diagnosis goes on without the probe so it can name the kit to restore first
-    entries = safe_entries(catalog) if catalog is not None else []
     server_version = (local.image_version if local else None) or next(
         (m.version for m in health.members if m.version), None) if health else None
     tool: SnapshotTool | None = None
@@ -160,8 +164,23 @@ def diagnose(settings: Settings, catalog: Catalog | None, *, manifests_dir: Path
         stopped = not any(port_open(h, p, 0.5) for h, p in local.ports)
         # a running member holds its db locked: only a stopped member's db is read
         local_data = read_data_dir(local.data_dir, tool if stopped else None, local.wal_dir)
-    a = assess(settings.backup.cluster_name, health, local, local_data, apiserver, entries, now)
+    a = assess(settings.backup.cluster_name, health, local, local_data, apiserver, entries, now, key_count)
     return Diagnosis(a, mode, mdir, etcd, tool, problem)
+
+
+def _key_count(conn: EtcdConnection, health: ClusterHealth, newest: BackupRef | None) -> int | None:
+    """Keys in the whole keyspace (a count-only range), asked only when the emptiness rule needs it:
+    an answering member's revision is above 1 and below the newest backup's. None when unknown."""
+    members = [m for m in health.reachable_members if m.endpoint and m.revision is not None]
+    top = max((m.revision or 0 for m in members), default=0)
+    if newest is None or not 1 < top < newest.revision:
+        return None
+    for m in sorted(members, key=lambda m: not m.is_leader):
+        try:
+            return conn.client(m.endpoint or "").count(b"\0", b"\0", serializable=True)[0]
+        except EtcdGuardError:
+            continue
+    return None
 
 
 # -- choosing the source and building the plan -----------------------------------------------------
