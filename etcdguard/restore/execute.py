@@ -240,7 +240,7 @@ class RestoreJob:
             finally:
                 encryption = scan.result()
         ctx.save(encryption=encryption.line())
-        if not encryption.ok:
+        if not encryption.ok and (not encryption.overridable or not self.p.force):
             self.discard_new()
             raise AbortedError(f"pre-flight refused the restore, nothing was changed: {encryption.name}: "
                                f"{encryption.detail}")
@@ -248,8 +248,9 @@ class RestoreJob:
         if self.new_wal is not None:
             self._own(self.new_wal)
         bumped = f", revisions bumped by {bump:,} (marked compacted)" if bump else ", revisions kept"
+        forced = "FORCED past " if not encryption.ok else ""
         return (f"{self.new_data} as member {self.member.name} ({self.expected_member_id:x}), etcd's hash "
-                f"check passed{bumped}; {encryption.name}: {encryption.detail}")
+                f"check passed{bumped}; {forced}{encryption.name}: {encryption.detail}")
 
     def discard_new(self) -> list[str]:
         """Remove the restored dirs that were never swapped in (etcdguard's own output, not data)."""
