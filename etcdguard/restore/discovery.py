@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -230,13 +230,38 @@ def apiserver_from_manifest(path: Path) -> ApiServer:
                      advertise_address=f.get("advertise-address"))
 
 
+REQUIRED_MEMBER_FIELDS = ("name", "data_dir", "peer_urls", "client_urls")
+
+
+def member_config_complete(cfg: RestoreMemberConfig | None) -> bool:
+    """True when ``restore.member`` alone describes the member."""
+    return cfg is not None and all(getattr(cfg, f) for f in REQUIRED_MEMBER_FIELDS)
+
+
 def member_from_config(cfg: RestoreMemberConfig) -> LocalMember:
-    """The local member described by ``restore.member``."""
+    """The local member described by ``restore.member`` (ConfigError when a required field is missing)."""
+    missing = [f for f in REQUIRED_MEMBER_FIELDS if not getattr(cfg, f)]
+    if missing or cfg.name is None or cfg.data_dir is None:
+        raise ConfigError(f"restore.member: {', '.join(missing)} required (name, data_dir, peer_urls, client_urls)")
     return LocalMember(name=cfg.name, data_dir=cfg.data_dir, wal_dir=cfg.wal_dir,
                        peer_urls=tuple(cfg.peer_urls), client_urls=tuple(cfg.client_urls),
                        source="restore.member configuration", initial_cluster=cfg.initial_cluster,
                        quota_backend_bytes=cfg.quota_backend_bytes, cert_file=cfg.cert_file,
                        key_file=cfg.key_file, trusted_ca_file=cfg.trusted_ca_file, owner=cfg.owner)
+
+
+def member_with_overrides(local: LocalMember, cfg: RestoreMemberConfig | None) -> LocalMember:
+    """``local`` with the ``restore.member`` fields that were given."""
+    if cfg is None or not cfg.model_fields_set:
+        return local
+    given = {k: getattr(cfg, k) for k in cfg.model_fields_set
+             if k not in REQUIRED_MEMBER_FIELDS or getattr(cfg, k)}  # a required one given empty: the unit's
+    for key in ("peer_urls", "client_urls"):
+        if key in given:
+            given[key] = tuple(given[key])
+    if not given:
+        return local
+    return replace(local, **given, source=f"{local.source}, restore.member ({', '.join(sorted(given))})")
 
 
 _FLAG_LINE = r"^(?P<indent>[ \t]*-[ \t]+)(?P<quote>['\"]?)--{flag}=(?P<value>[^\n]*?)(?P=quote)[ \t]*$"

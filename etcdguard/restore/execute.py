@@ -25,7 +25,7 @@ from etcdguard.errors import AbortedError, EtcdGuardError, IntegrityError, Trans
 from etcdguard.etcd.binaries import EtcdVersion
 from etcdguard.etcd.client import MemberClient
 from etcdguard.etcd.datadir import wal_ids
-from etcdguard.etcd.tools import EtcdToolError, RestoreSpec, SnapshotTool, restore
+from etcdguard.etcd.tools import EtcdToolError, RestoreSpec, SnapshotTool, child_env, restore
 from etcdguard.restore.discovery import parse_initial_cluster, url_port
 from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
 from etcdguard.restore.job import JobParams, Services
@@ -289,7 +289,8 @@ class RestoreJob:
                 for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
                     os.chown(name, *owner)
         if selinux_enabled() and shutil.which("restorecon"):
-            subprocess.run(["restorecon", "-R", str(path)], capture_output=True, timeout=120, check=False)
+            subprocess.run(["restorecon", "-R", str(path)], capture_output=True, timeout=120, check=False,
+                           env=child_env())
 
     def undo_restore(self, ctx: StepContext) -> str:
         if self.local.data_dir.exists() and self._restored_id() == self.expected_member_id:

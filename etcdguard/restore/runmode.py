@@ -7,7 +7,8 @@ The :class:`RunMode` port has three adapters:
   the manifests dir: the kubelet runs every file there that does not start with a dot) and put
   back atomically through a dot-file.
 * :class:`CommandRunMode` - shell commands from ``restore:`` (Docker, k3s-style, custom setups).
-* :class:`SystemdRunMode` - ``systemctl stop|start <unit>``.
+* :class:`SystemdRunMode` - ``systemctl stop|start <unit>`` (the member's settings are read from
+  the unit, see :mod:`etcdguard.restore.systemd_unit`).
 
 Contract: ``stop_*`` and ``start_*`` are idempotent (calling them again after a crash is safe)
 and return a detail line. They do not wait: the caller waits until the ports are closed (stop)
@@ -17,16 +18,21 @@ or serving (start), since what "stopped" means is the same for every mode.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from etcdguard.errors import ConfigError, EtcdGuardError
 from etcdguard.etcd.tools import child_env, tail
 from etcdguard.restore.discovery import APISERVER_MANIFEST, ETCD_MANIFEST, rewrite_manifest_flags
 from etcdguard.restore.settings import RestoreConfig
+from etcdguard.restore.systemd_unit import systemctl, unit_exists
+
+Mode = Literal["kubeadm", "systemd", "command"]
 
 COMMAND_TIMEOUT = 300.0
 
@@ -207,28 +213,98 @@ class CommandRunMode(RunMode):
 
 
 class SystemdRunMode(CommandRunMode):
-    """``systemctl stop|start`` of the configured units."""
+    """``systemctl stop|start`` of the configured units (``restore.start_etcd`` etc. override)."""
 
     kind = "systemd"
 
     def __init__(self, cfg: RestoreConfig) -> None:
-        unit = cfg.etcd_unit
-        api = cfg.apiserver_unit
-        super().__init__(cfg.model_copy(update={
-            "start_etcd": cfg.start_etcd or f"systemctl start {unit}",
-            "stop_etcd": cfg.stop_etcd or f"systemctl stop {unit}",
-            "start_apiserver": cfg.start_apiserver or (f"systemctl start {api}" if api else None),
-            "stop_apiserver": cfg.stop_apiserver or (f"systemctl stop {api}" if api else None)}))
+        self.unit = cfg.etcd_unit
+        self.apiserver_unit = cfg.apiserver_unit
+        self.start_etcd_cmd = cfg.start_etcd
+        self.stop_etcd_cmd = cfg.stop_etcd
+        self.start_apiserver_cmd = cfg.start_apiserver
+        self.stop_apiserver_cmd = cfg.stop_apiserver
+        self.timeout = max(cfg.stop_timeout, cfg.start_timeout, COMMAND_TIMEOUT)
+
+    @property
+    def has_apiserver(self) -> bool:
+        return bool(self.apiserver_unit) or super().has_apiserver
+
+    def _ctl(self, verb: str, unit: str, what: str) -> str:
+        try:
+            done = systemctl(verb, unit, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise RunModeError(f"{what}: systemctl {verb} {unit} did not finish within {self.timeout:g}s") from None
+        except OSError as exc:
+            raise RunModeError(f"{what}: cannot run systemctl: {exc.strerror or exc}") from None
+        if done.returncode != 0:
+            raise RunModeError(f"{what}: systemctl {verb} {unit} failed (exit {done.returncode}): "
+                               f"{tail(done.stderr or done.stdout)}")
+        return f"systemctl {verb} {unit}"
+
+    def _start(self, unit: str, what: str) -> str:
+        # a unit that crash-looped may have hit its start limit: clear that first, as an operator would
+        with contextlib.suppress(RunModeError):
+            self._ctl("reset-failed", unit, what)
+        return self._ctl("start", unit, what)
+
+    def stop_etcd(self, aside: Path) -> str:
+        if self.stop_etcd_cmd:
+            return super().stop_etcd(aside)
+        return self._ctl("stop", self.unit, "stop etcd")
+
+    def start_etcd(self, aside: Path, flags: Mapping[str, str], env: Mapping[str, str]) -> str:
+        if self.start_etcd_cmd:
+            return super().start_etcd(aside, flags, env)
+        detail = self._start(self.unit, "start etcd")
+        if "initial-cluster" in flags:  # etcd reads it only on an empty data dir; the restored one has its own
+            detail += (f"; note: {self.unit} still names the old initial cluster, update it to "
+                       f"{flags['initial-cluster']} before the member is ever started on an empty data dir")
+        return detail
+
+    def stop_apiserver(self, aside: Path) -> str:
+        if self.stop_apiserver_cmd or not self.apiserver_unit:
+            return super().stop_apiserver(aside)
+        return self._ctl("stop", self.apiserver_unit, "stop kube-apiserver")
+
+    def start_apiserver(self, aside: Path) -> str:
+        if self.start_apiserver_cmd or not self.apiserver_unit:
+            return super().start_apiserver(aside)
+        return self._start(self.apiserver_unit, "start kube-apiserver")
+
+    def etcd_restarts(self) -> int | None:
+        """systemd's ``NRestarts`` of the etcd unit (systemd 235+), None when it cannot be asked."""
+        try:
+            done = systemctl("show", "-p", "NRestarts", "--value", self.unit, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        value = done.stdout.strip()
+        return int(value) if done.returncode == 0 and value.isdigit() else None
 
 
-def run_mode_for(cfg: RestoreConfig, manifests_dir: Path) -> RunMode:
-    """The configured run mode; ``auto`` is kubeadm when ``etcd.yaml`` is in ``manifests_dir``."""
-    mode = cfg.run_mode
-    if mode == "auto":
-        mode = "kubeadm" if (manifests_dir / ETCD_MANIFEST).exists() else (
-            "command" if cfg.start_etcd else "systemd" if cfg.member else "kubeadm")
+def run_mode_for(cfg: RestoreConfig, manifests_dir: Path, mode: str | None = None) -> RunMode:
+    """The run mode ``mode`` (default: the configured one, ``auto`` resolved by :func:`resolve_run_mode`)."""
+    mode = mode or resolve_run_mode(cfg, manifests_dir)[0]
     if mode == "kubeadm":
         return KubeadmStaticPods(manifests_dir)
     if mode == "systemd":
         return SystemdRunMode(cfg)
     return CommandRunMode(cfg)
+
+
+def resolve_run_mode(cfg: RestoreConfig, manifests_dir: Path) -> tuple[Mode, str | None]:
+    """The run mode and, for systemd, the ``systemctl cat`` output of the etcd unit when it was read.
+
+    ``auto``: kubeadm when ``etcd.yaml`` is in ``manifests_dir``; command with ``restore.start_etcd``;
+    systemd with ``restore.member`` or when ``restore.etcd_unit`` can be read; else kubeadm.
+    """
+    if cfg.run_mode != "auto":
+        return cfg.run_mode, None
+    if (manifests_dir / ETCD_MANIFEST).exists():
+        return "kubeadm", None
+    if cfg.start_etcd:
+        return "command", None
+    if cfg.member is not None:
+        return "systemd", None
+    text = unit_exists(cfg.etcd_unit)
+    return ("systemd", text) if text is not None else ("kubeadm", None)

@@ -34,8 +34,10 @@ from etcdguard.restore.discovery import (
     ApiServer,
     LocalMember,
     apiserver_from_manifest,
+    member_config_complete,
     member_from_config,
     member_from_manifest,
+    member_with_overrides,
     parse_initial_cluster,
 )
 from etcdguard.restore.execute import CHANGING_STEPS, RestoreJob
@@ -50,7 +52,10 @@ from etcdguard.restore.job import (
     new_stamp,
 )
 from etcdguard.restore.plan import OldMember, PlanMember, PlanSource, RestorePlan, build_plan
+from etcdguard.restore.preflight import parse_owner
 from etcdguard.restore.recommend import Recommendation, RestorePath, bump_amount, recommend
+from etcdguard.restore.runmode import resolve_run_mode
+from etcdguard.restore.systemd_unit import member_from_unit, read_unit, service_spec
 from etcdguard.steps import Journal, RunLock, RunOutcome, StepListener, StepRunner, StepState, ensure_private_dir
 
 DEFAULT_ENDPOINTS = ["http://127.0.0.1:2379"]
@@ -98,22 +103,18 @@ def find_tool(explicit: Path | None, wanted_version: str | None, extra_dirs: lis
     return SnapshotTool.of(host.install)
 
 
-def _run_mode(settings: Settings, manifests_dir: Path) -> Literal["kubeadm", "systemd", "command"]:
-    mode = settings.restore.run_mode
-    if mode != "auto":
-        return mode
-    if (manifests_dir / ETCD_MANIFEST).exists() or settings.restore.member is None:
-        return "kubeadm"
-    return "command" if settings.restore.start_etcd else "systemd"
-
-
-def _local(settings: Settings, mode: str, manifests_dir: Path) -> tuple[LocalMember | None, ApiServer | None]:
+def _local(settings: Settings, mode: str, manifests_dir: Path,
+           unit_text: str | None) -> tuple[LocalMember | None, ApiServer | None]:
     api_path = manifests_dir / APISERVER_MANIFEST
     apiserver = apiserver_from_manifest(api_path) if mode == "kubeadm" and api_path.exists() else None
     if mode == "kubeadm":
         path = manifests_dir / ETCD_MANIFEST
         return (member_from_manifest(path) if path.exists() else None), apiserver
     cfg = settings.restore.member
+    if mode == "systemd" and not member_config_complete(cfg):
+        unit = settings.restore.etcd_unit
+        spec = service_spec(unit_text if unit_text is not None else read_unit(unit), unit)
+        return member_with_overrides(member_from_unit(spec), cfg), None
     return (member_from_config(cfg) if cfg is not None else None), apiserver
 
 
@@ -135,8 +136,8 @@ def diagnose(settings: Settings, catalog: Catalog | None, *, manifests_dir: Path
              etcdutl: Path | None = None, now: datetime | None = None) -> Diagnosis:
     """Find the local member and its run mode, probe every member, read the backups. Changes nothing."""
     mdir = manifests_dir or settings.restore.manifests_dir
-    mode = _run_mode(settings, mdir)
-    local, apiserver = _local(settings, mode, mdir)
+    mode, unit_text = resolve_run_mode(settings.restore, mdir)
+    local, apiserver = _local(settings, mode, mdir, unit_text)
     etcd = _etcd_config(settings, local)
     health: ClusterHealth | None = None
     key_count: int | None = None
@@ -318,6 +319,8 @@ def job_params(diag: Diagnosis, plan: RestorePlan, member_name: str, settings: S
     if local.name != member_name:
         raise ConfigError(f"this node's member is {local.name!r} ({local.source}), not {member_name!r}")
     plan.member(member_name)
+    if local.owner:
+        parse_owner(local.owner)  # an unknown user or group: refused now, not after the old data moved aside
     if diag.tool is None:
         raise SandboxUnavailableError(diag.tool_problem or "no etcdutl/etcdctl found: pass --etcdutl PATH")
     root = state_dir(settings)

@@ -2,8 +2,9 @@
 
 Three run modes: ``kubeadm`` (static pods in a manifests dir, the default when ``etcd.yaml`` is
 there), ``systemd`` (units started and stopped with ``systemctl``) and ``command`` (any start/stop
-commands: Docker containers, k3s-style and custom setups). For ``systemd`` and ``command`` the
-member's settings (name, data dir, URLs) come from ``restore.member``, since no manifest says them.
+commands: Docker containers, k3s-style and custom setups). In ``command`` mode the member's
+settings (name, data dir, URLs) come from ``restore.member``, since no manifest says them; in
+``systemd`` mode they are read from the unit and ``restore.member`` fields, when given, override.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ def _split_list(v: Any) -> Any:
 
 
 class RestoreMemberConfig(_Section):
-    """The local member's settings when no kubeadm manifest describes them."""
+    """The local member's settings when no kubeadm manifest describes them (systemd mode: overrides
+    of what the unit says; command mode: name, data_dir, peer_urls and client_urls are required)."""
 
-    name: str
-    data_dir: Path
+    name: str | None = None
+    data_dir: Path | None = None
     wal_dir: Path | None = None
-    peer_urls: list[str]
-    client_urls: list[str]
+    peer_urls: list[str] = Field(default_factory=list)
+    client_urls: list[str] = Field(default_factory=list)
     initial_cluster: str | None = None
     quota_backend_bytes: int | None = Field(None, gt=0)
     cert_file: Path | None = None
