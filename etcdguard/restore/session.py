@@ -319,8 +319,12 @@ def job_params(diag: Diagnosis, plan: RestorePlan, member_name: str, settings: S
     if local.name != member_name:
         raise ConfigError(f"this node's member is {local.name!r} ({local.source}), not {member_name!r}")
     plan.member(member_name)
-    if local.owner:
-        parse_owner(local.owner)  # an unknown user or group: refused now, not after the old data moved aside
+    if local.owner:  # an unknown user or group: refused now, not after the old data was moved aside
+        try:
+            parse_owner(local.owner)
+        except ConfigError:
+            raise ConfigError(f"the data dir owner {local.owner!r} ({local.source}) is no user or group on this "
+                              "host") from None
     if diag.tool is None:
         raise SandboxUnavailableError(diag.tool_problem or "no etcdutl/etcdctl found: pass --etcdutl PATH")
     root = state_dir(settings)

@@ -17,7 +17,7 @@ from etcdguard.backup.keys import generate_keys
 from etcdguard.restore.runmode import SystemdRunMode
 from etcdguard.restore.settings import RestoreConfig
 from tests.integration.restore_fixtures import Setup, cli_env, keys_with_prefix, wait_serving, write_config
-from tests.integration.snapshot_fixtures import CLI, require_etcd
+from tests.integration.snapshot_fixtures import CLI, assert_one_line_error, require_etcd
 from tests.support.etcd_cluster import installation
 from tests.support.fake_systemd import FakeSystemd
 from tests.support.kubeadm import free_low_ports
@@ -200,3 +200,18 @@ def test_etcd_34_unit_found_in_auto_mode(tmp_path: Path, s3_bucket: tuple[Seawee
         assert "revisions kept" in stderr  # not Kubernetes data: no bump
         with wait_serving(node.client_url, None) as c:
             assert keys_with_prefix(c, b"/app/") == sorted(data)
+
+
+def test_a_unit_etcdguard_cannot_use_is_one_line_exit_3(tmp_path: Path) -> None:
+    keys = generate_keys(tmp_path / "keys")
+    home = tmp_path / "home"
+    home.mkdir()
+    with FakeSystemd(tmp_path / "systemd") as systemd:
+        config = write_config(tmp_path / "etcdguard.yaml", store=str(tmp_path / "store"), seaweed=None, keys=keys,
+                              cluster="sd", state_dir=tmp_path / "state", restore={"run_mode": "systemd"})
+        s = Setup(config, keys, CLI(home, cli_env(None)), tmp_path / "state")
+        missing_unit = s.run("restore", "--yes", env={"PATH": systemd.path})
+        assert_one_line_error(missing_unit, 3, "cannot read systemd unit etcd.service", "No files found")
+        systemd.install(UNIT, "[Service]\nEnvironmentFile=-/nonexistent\nExecStart=/usr/bin/etcd --name a\n")
+        no_data_dir = s.run("restore", "--yes", env={"PATH": systemd.path})
+        assert_one_line_error(no_data_dir, 3, "etcd.service", "names no data dir")
