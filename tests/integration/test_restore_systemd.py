@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,6 +146,7 @@ def _destroy_and_restore(node: SystemdNode, s: Setup, data: dict[bytes, bytes], 
             if not k.startswith(b"/registry/masterleases/"):
                 assert c.get(k) == v, k
     assert len(node.kept) == 1 and (node.kept[0] / "member" / "snap" / "db").read_bytes() == b"\0" * 4096
+    assert re.fullmatch(r"etcd\.etcdguard-old-\d{8}T\d{6}Z", node.kept[0].name)
     return result.stderr
 
 

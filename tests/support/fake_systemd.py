@@ -152,15 +152,20 @@ def supervise(units: Path, state: Path, unit: str, owner: tuple[int, str]) -> in
     with (state / f"{unit}.log").open("ab") as log:
         while True:
             argv, env, policy, delay, cwd = _service(units, unit)
-            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-            (state / f"{unit}.main").write_text(str(proc.pid))
-            while proc.poll() is None and not stopping and _alive(*owner):
-                time.sleep(0.05)
-            if proc.poll() is None:
-                _stop_group(proc)
-                break
-            code = proc.returncode
+            try:
+                proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, preexec_fn=_die_with_parent)
+            except OSError as exc:
+                log.write(f"fake systemd: cannot run {argv[0]}: {exc}\n".encode())
+                code = 203  # systemd's EXIT_EXEC
+            else:
+                (state / f"{unit}.main").write_text(str(proc.pid))
+                while proc.poll() is None and not stopping and _alive(*owner):
+                    time.sleep(0.05)
+                if proc.poll() is None:
+                    _stop_group(proc)
+                    break
+                code = proc.returncode
             if policy == "no" or (policy == "on-failure" and code == 0):
                 result = "failed" if code else "stopped"
                 break

@@ -236,3 +236,23 @@ def test_restorecon_gets_no_secret_env(tmp_path: Path, monkeypatch: pytest.Monke
     text = seen.read_text()
     assert f"-R {data}" in text  # it ran, on the restored dir
     assert "hunter2" not in text and "s3cr3t" not in text and "ETCDGUARD_" not in text
+
+
+def test_complete_restore_member_needs_no_unit_a_partial_one_overrides_it(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from etcdguard.config import load_settings
+    from etcdguard.restore.session import _local
+
+    record = _stub_systemctl(tmp_path, monkeypatch, "[Service]\nEnvironment=ETCD_DATA_DIR=/var/lib/etcd ETCD_NAME=u\n"
+                                                    "ExecStart=/usr/bin/etcd\n")
+    member = {"name": "cfg", "data_dir": "/srv/etcd", "peer_urls": "http://10.0.0.1:2380",
+              "client_urls": "http://10.0.0.1:2379"}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"restore": {"run_mode": "systemd", "member": member}}))
+    local, _ = _local(load_settings(cfg, {}, environ={}), "systemd", tmp_path, None)
+    assert local is not None and local.name == "cfg" and local.source == "restore.member configuration"
+    assert not record.exists()  # the unit was not read
+    cfg.write_text(json.dumps({"restore": {"run_mode": "systemd", "member": {"data_dir": "/srv/etcd"}}}))
+    local, _ = _local(load_settings(cfg, {}, environ={}), "systemd", tmp_path, None)
+    assert local is not None and (local.name, local.data_dir) == ("u", Path("/srv/etcd"))
+    assert [c["args"] for c in _calls(record)] == [["cat", "--no-pager", "etcd.service"]]
