@@ -231,7 +231,7 @@ def test_restorecon_gets_no_secret_env(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(execute, "selinux_enabled", lambda: True)
     data = tmp_path / "data"
     data.mkdir()
-    job = SimpleNamespace(local=SimpleNamespace(owner=None), aside_data=tmp_path / "none")
+    job = SimpleNamespace(local=SimpleNamespace(owner=None, data_dir=tmp_path / "gone"), aside_data=tmp_path / "none")
     execute.RestoreJob._own(job, data)  # type: ignore[arg-type]
     text = seen.read_text()
     assert f"-R {data}" in text  # it ran, on the restored dir
