@@ -5,8 +5,10 @@
     python bench/restore.py --size-mb 100 --members 1
 
 Builds one etcd 3.5.16 db of ``--size-mb`` MB with Kubernetes-like keys, takes one real backup
-(zstd + age + signed manifest) into a SeaweedFS bucket on 127.0.0.1, then for each member count,
-interleaved in the same run:
+(zstd + age + signed manifest) into a SeaweedFS bucket on 127.0.0.1, then for each member count
+and round, both sequences in the same run, the first one alternating between rounds, each
+started from the same state (the other's files removed and synced: on ext4 an fsync of the
+second would otherwise also write back what the first left in the page cache):
 
 * raw: on every member's node at once, what an operator types there: download the object
   (boto3), ``age -d | zstd -d`` to a snapshot file, ``etcdutl snapshot restore`` (with the same
@@ -160,36 +162,50 @@ def run(args: argparse.Namespace, base: Path) -> int:
         for members in args.members:
             for round_ in range(args.rounds):
                 work = base / f"m{members}-r{round_}"
-                raw_nodes = make_nodes(work / "raw", install, members)
-                busy0 = _busy_seconds()
-                try:
-                    raw_fetch, raw_total = raw(weed.client(), bucket, key, keys.identity, tool, raw_nodes, bump,
-                                               work / "raw")
-                finally:
-                    for n in raw_nodes:
-                        n.kill()
-                nodes = make_nodes(work / "eg", install, members)
-                configs = [write_config(n.base / "etcdguard.yaml", store=bucket, seaweed=weed, keys=keys,
-                                        cluster="bench", state_dir=n.base / "state",
-                                        etcd={"endpoints": [m.client_url for m in nodes]},
-                                        restore={**n.restore_config(), "start_timeout": 600})
-                           for n in nodes]
-                busy1 = _busy_seconds()
-                try:
-                    eg_fetch, eg_total = guarded(configs, nodes, env, work)
-                finally:
-                    for n in nodes:
-                        n.kill()
-                busy2 = _busy_seconds()
+                measured: dict[str, tuple[float, float, float]] = {}
+
+                def run_raw(work: Path = work, members: int = members) -> tuple[float, float]:
+                    raw_nodes = make_nodes(work / "raw", install, members)
+                    try:
+                        return raw(weed.client(), bucket, key, keys.identity, tool, raw_nodes, bump, work / "raw")
+                    finally:
+                        for n in raw_nodes:
+                            n.kill()
+
+                def run_guarded(work: Path = work, members: int = members) -> tuple[float, float]:
+                    nodes = make_nodes(work / "eg", install, members)
+                    configs = [write_config(n.base / "etcdguard.yaml", store=bucket, seaweed=weed, keys=keys,
+                                            cluster="bench", state_dir=n.base / "state",
+                                            etcd={"endpoints": [m.client_url for m in nodes]},
+                                            restore={**n.restore_config(), "start_timeout": 600})
+                               for n in nodes]
+                    try:
+                        return guarded(configs, nodes, env, work)
+                    finally:
+                        for n in nodes:
+                            n.kill()
+
+                # alternate which goes first, and start each from the same state: the other's files
+                # removed and nothing left to write back (the second would otherwise pay for the
+                # first's writeback in every fsync)
+                order = [("raw", run_raw), ("etcdguard", run_guarded)]
+                for name, sequence in order if round_ % 2 == 0 else order[::-1]:
+                    shutil.rmtree(work, ignore_errors=True)
+                    os.sync()
+                    busy = _busy_seconds()
+                    fetch_s, total_s = sequence()
+                    measured[name] = (fetch_s, total_s, _busy_seconds() - busy)
                 shutil.rmtree(work, ignore_errors=True)
+                (raw_fetch, raw_total, raw_cpu), (eg_fetch, eg_total, eg_cpu) = measured["raw"], measured["etcdguard"]
                 results.append({"members": members, "round": round_, "raw_fetch_s": round(raw_fetch, 2),
                                 "etcdguard_fetch_s": round(eg_fetch, 2), "raw_total_s": round(raw_total, 2),
                                 "etcdguard_total_s": round(eg_total, 2),
                                 "fetch_ratio": round(eg_fetch / raw_fetch, 3),
                                 "total_ratio": round(eg_total / raw_total, 3),
                                 # the share of all cores the machine was busy (everything on it)
-                                "raw_busy": round((busy1 - busy0) / raw_total / CORES, 2),
-                                "etcdguard_busy": round((busy2 - busy1) / eg_total / CORES, 2),
+                                "first": "raw" if round_ % 2 == 0 else "etcdguard",
+                                "raw_busy": round(raw_cpu / raw_total / CORES, 2),
+                                "etcdguard_busy": round(eg_cpu / eg_total / CORES, 2),
                                 "loadavg_1m": round(os.getloadavg()[0], 1)})
                 print(json.dumps(results[-1]), flush=True)
     print(f"{'members':>7} {'raw fetch':>10} {'eg fetch':>9} {'ratio':>6} {'raw total':>10} {'eg total':>9} "

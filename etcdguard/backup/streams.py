@@ -13,11 +13,33 @@ import io
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from etcdguard.errors import IntegrityError
 
 TRAILER_BYTES = 32
+
+
+def trailer_matches(path: Path, block: int = 1 << 20) -> bool:
+    """True when the sha256 of a snapshot file's body equals its 32-byte trailer (what
+    ``etcdutl snapshot restore`` checks unless ``--skip-hash-check``). hashlib releases the GIL,
+    so this runs beside other work."""
+    size = path.stat().st_size
+    if size < TRAILER_BYTES:
+        return False
+    digest = hashlib.sha256()
+    buffer = bytearray(block)
+    view = memoryview(buffer)
+    left = size - TRAILER_BYTES
+    with path.open("rb", buffering=0) as f:
+        while left > 0:
+            n = f.readinto(view[:min(block, left)])
+            if not n:
+                return False
+            digest.update(view[:n])
+            left -= n
+        return digest.digest() == f.read(TRAILER_BYTES)
 
 
 class SnapshotReader(io.RawIOBase):

@@ -2,7 +2,7 @@
 something. Old data and manifests are moved aside with a timestamp, never deleted.
 
 Order: fetch (checked) -> pre-flight -> snapshot restore into a new dir beside the old one (etcd's
-hash check; the encryption-key check runs meanwhile) -> emergency snapshots -> stop kube-apiserver
+body checked against its trailer and encryption keys meanwhile) -> emergency snapshots -> stop kube-apiserver
 -> stop etcd -> move the old data aside -> swap the restored dir in -> fencing -> start etcd ->
 remove the staged snapshot (while etcd starts) -> wait until healthy -> post-restore checks ->
 clean stale master leases -> start kube-apiserver. Nothing is changed before "stop
@@ -21,11 +21,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from etcdguard.backup.streams import trailer_matches
 from etcdguard.errors import AbortedError, EtcdGuardError, IntegrityError, TransientError
 from etcdguard.etcd.binaries import EtcdVersion
 from etcdguard.etcd.client import MemberClient
 from etcdguard.etcd.datadir import wal_ids
-from etcdguard.etcd.tools import EtcdToolError, RestoreSpec, SnapshotTool, child_env, restore
+from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, child_env, restore
 from etcdguard.restore.discovery import parse_initial_cluster, url_port
 from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
 from etcdguard.restore.job import JobParams, Services
@@ -97,7 +98,7 @@ class RestoreJob:
             Step("fetch", self.source.fetch, check=self.source.fetched, detail=f"fetch and check {source}"),
             Step("preflight", self.source.preflight, detail="disk, memory, quota, tool"),
             Step("restore-snapshot", self.restore_snapshot, check=self.prepared, undo=self.undo_prepare,
-                 detail="snapshot restore into a new dir (etcd's hash check), encryption keys"),
+                 detail="snapshot restore into a new dir; trailer and encryption keys meanwhile"),
             Step("emergency-snapshot", self.source.emergency_snapshot, detail="snapshot answering members"),
             Step("stop-apiserver", self.stop_apiserver, undo=self.undo_stop_apiserver,
                  detail="kubeadm: manifest out of the manifests dir; port closed"),
@@ -217,28 +218,30 @@ class RestoreJob:
     def restore_snapshot(self, ctx: StepContext) -> str:
         """``snapshot restore`` into a new dir beside the data dir: the live member is not touched.
 
-        etcdutl checks the body against etcd's trailer (no ``--skip-hash-check``); the scan for
-        encryption key names reads the same file meanwhile, on another core. Either refusal
-        removes the new dir: nothing was changed.
+        Beside it, on the other cores, the checks that read the snapshot: its body against etcd's
+        sha256 trailer (etcdutl's own hash check, done here so it overlaps the restore) and the
+        encryption key names. Either refusal removes the new dir: nothing was changed.
         """
         self.discard_new()  # our own partial output from an interrupted attempt
         bump = self.plan.bump_revision or None
         spec = RestoreSpec(snapshot=self.p.snapshot_path, data_dir=self.new_data, name=self.member.name,
                            initial_cluster=parse_initial_cluster(self.plan.initial_cluster),
-                           token=self.plan.token, wal_dir=self.new_wal,
+                           token=self.plan.token, wal_dir=self.new_wal, skip_hash_check=True,
                            bump_revision=bump, mark_compacted=bump is not None)
-        with ThreadPoolExecutor(1) as pool:
+        with ThreadPoolExecutor(2) as pool:
+            body = pool.submit(trailer_matches, self.p.snapshot_path)
             scan = pool.submit(self.source.encryption_check)
             try:
                 restore(self.tool, spec, timeout=max(600.0, self.p.start_timeout))
-            except EtcdToolError as exc:
+            except BaseException:
                 self.discard_new()
-                if "integrity check failed" in str(exc) or "sha256" in str(exc):
-                    raise IntegrityError(f"the staged snapshot failed etcd's hash check, nothing was changed: "
-                                         f"{exc}") from None
                 raise
             finally:
-                encryption = scan.result()
+                intact, encryption = body.result(), scan.result()
+        if not intact:
+            self.discard_new()
+            raise IntegrityError(f"the staged snapshot {self.p.snapshot_path} does not match etcd's sha256 "
+                                 "trailer (damaged since the fetch); nothing was changed")
         ctx.save(encryption=encryption.line())
         if not encryption.ok and (not encryption.overridable or not self.p.force):
             self.discard_new()
@@ -249,8 +252,8 @@ class RestoreJob:
             self._own(self.new_wal)
         bumped = f", revisions bumped by {bump:,} (marked compacted)" if bump else ", revisions kept"
         forced = "FORCED past " if not encryption.ok else ""
-        return (f"{self.new_data} as member {self.member.name} ({self.expected_member_id:x}), etcd's hash "
-                f"check passed{bumped}; {forced}{encryption.name}: {encryption.detail}")
+        return (f"{self.new_data} as member {self.member.name} ({self.expected_member_id:x}), body matches "
+                f"etcd's trailer{bumped}; {forced}{encryption.name}: {encryption.detail}")
 
     def discard_new(self) -> list[str]:
         """Remove the restored dirs that were never swapped in (etcdguard's own output, not data)."""

@@ -3,8 +3,8 @@ surviving member's data), the pre-flight checks, and emergency snapshots of answ
 
 A bad backup or a failed check stops the restore here, while the node is still as it was. A
 fetched backup is staged as ``age -d | zstd -d`` would write it (see
-:func:`etcdguard.backup.recover.recover_snapshot`): ``snapshot restore`` checks its body against
-etcd's trailer next, also before anything is changed.
+:func:`etcdguard.backup.recover.recover_snapshot`): its body is checked against etcd's trailer
+beside ``snapshot restore``, also before anything is changed.
 """
 
 from __future__ import annotations

@@ -146,8 +146,8 @@ def test_crash_at_every_step_boundary_then_resume_and_rollback(tmp_path: Path,
             c.put(b"/registry/pods/default/kept", b"v")
         assert s.run("snapshot").returncode == 0
 
-        # the staged snapshot is damaged after the fetch (disk, or someone with access): etcdutl's
-        # hash check refuses it before anything is changed, and a new run starts over
+        # the staged snapshot is damaged after the fetch (disk, or someone with access): the trailer
+        # check beside snapshot restore refuses it before anything is changed
         crashed = s.run("restore", "--yes", "--force", "--backup", "latest",
                         env={"ETCDGUARD_TEST_CRASH_AFTER_STEP": "fetch"})
         assert crashed.returncode == -9, crashed.stderr
@@ -159,7 +159,7 @@ def test_crash_at_every_step_boundary_then_resume_and_rollback(tmp_path: Path,
             f.write(bytes([byte[0] ^ 0xFF]))
         damaged = s.run("restore", "--resume")
         assert damaged.returncode == 6, damaged.stderr
-        assert "hash check" in damaged.stderr and "nothing was changed" in damaged.stderr
+        assert "sha256 trailer" in damaged.stderr and "nothing was changed" in damaged.stderr
         assert not list((node.root / "var" / "lib").glob("etcd.etcdguard-*"))
         with wait_serving(node.etcd_endpoint, tls) as c:
             assert c.get(b"/registry/pods/default/kept") == b"v"
