@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # gRPC's C core logs TLS handshake failures to stderr itself; etcdguard reports them in one line.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -16,7 +17,7 @@ from typer import _click as click
 
 from etcdguard import __version__, interrupts
 from etcdguard.cli.common import AppState, exit_codes_epilog, report_interrupt, stderr, unwrap_help, usage_error
-from etcdguard.cli.registry import register_all
+from etcdguard.cli.registry import COMMAND_MODULES, modules_for, register_all
 from etcdguard.errors import ExitCode
 
 app = typer.Typer(
@@ -108,7 +109,8 @@ def run() -> None:
     sys.exit(main(sys.argv[1:]))
 
 
-register_all(app)
+# the console script registers only the command it runs; an importer (tests, completion) gets all
+register_all(app, modules_for(sys.argv[1:]) if Path(sys.argv[0]).name == "etcdguard" else COMMAND_MODULES)
 unwrap_help(app)
 
 if __name__ == "__main__":

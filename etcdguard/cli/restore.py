@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
+from etcdguard.backup.catalog import Catalog
 from etcdguard.backup.keys import load_signing_key
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import OutputFormat, exit_codes_epilog, handle_errors, print_json, settings, state, stderr
@@ -73,11 +74,15 @@ class _Printer:
             self.bar = None
 
 
-def _services(cfg: Settings, printer: _Printer, skip_signature: bool, need_store: bool) -> Services:
-    catalog = keys = None
+def _services(cfg: Settings, printer: _Printer, skip_signature: bool, need_store: bool,
+              catalog: Catalog | None = None) -> Services:
+    """What the steps use; ``catalog``: the one the diagnosis opened (one store client per run)."""
+    keys = None
     if need_store:
-        catalog = opt.open_catalog(cfg, skip_signature=skip_signature)
+        catalog = catalog or opt.open_catalog(cfg, skip_signature=skip_signature)
         keys = opt.verify_keys(cfg, skip_signature)
+    else:
+        catalog = None
     return Services(settings=cfg, catalog=catalog, verify_keys=keys, identities=opt.identities(cfg),
                     on_bytes=printer.advance, on_fetch_start=printer.fetch_start, on_wait=printer.wait)
 
@@ -310,7 +315,7 @@ def _run_new(cfg: Settings, printer: _Printer, quiet: bool, as_json: bool, *, ba
         return
     assert params is not None
     _confirm(f"Run this restore on {params.member_name}? Nothing has been changed yet.", yes)
-    services = _services(cfg, printer, skip_signature, need_store=plan.source.kind == "backup")
+    services = _services(cfg, printer, skip_signature, need_store=plan.source.kind == "backup", catalog=catalog)
     session.run(params, services, printer)
     _finish(params, cfg, quiet)
 
