@@ -144,8 +144,15 @@ class SourceSteps:
         return f"revision {status.revision:,}, {status.total_keys:,} keys, all checks passed{note}"
 
     def encryption_check(self) -> Check:
-        """The snapshot's encryption key names against this node's apiserver config (reads the file)."""
+        """The snapshot's encryption key names against this node's apiserver config (reads the file).
+
+        A node without a kube-apiserver and without ``restore.encryption_provider_config`` (an
+        external etcd: the apiservers and their keys are elsewhere) cannot judge them: not checked.
+        """
         config = Path(self.p.encryption_config) if self.p.encryption_config else None
+        if config is None and self.p.apiserver is None and self.plan.kubernetes:
+            return Check("encryption keys", True, "not checked: no kube-apiserver on this node and no "
+                         "restore.encryption_provider_config (set it to the apiservers' file to check)")
         return check_encryption(self.p.snapshot_path, config, self.plan.kubernetes)
 
     def _signed_status(self, ctx: StepContext, snapshot: Path) -> SnapshotStatus | None:
