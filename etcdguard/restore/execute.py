@@ -390,11 +390,15 @@ class RestoreJob:
         if alarms:
             notes.append("ALARMS: " + ", ".join(f"{a.alarm} on {a.member_id:x}" for a in alarms))
         rev = status.revision
-        hashes: dict[str, int] = {}
-        for m in members if len(members) > 1 else ():  # one member: nothing to compare
-            for url in m.client_urls[:1]:
-                with contextlib.suppress(EtcdGuardError), MemberClient(url, tls=self.client_tls, timeout=10) as c:
-                    hashes[m.name] = c.hash_kv(rev).hash
+        def hash_of(url: str) -> int | None:
+            with contextlib.suppress(EtcdGuardError), MemberClient(url, tls=self.client_tls, timeout=10) as c:
+                return c.hash_kv(rev).hash
+            return None
+
+        asked = [(m.name, m.client_urls[0]) for m in members if m.client_urls] if len(members) > 1 else []
+        with ThreadPoolExecutor(max(1, len(asked))) as pool:  # one member: nothing to compare
+            answers = list(pool.map(hash_of, [url for _, url in asked]))
+        hashes = {name: h for (name, _), h in zip(asked, answers, strict=True) if h is not None}
         if len(set(hashes.values())) > 1:
             raise IntegrityError(f"HashKV at revision {rev} differs between members: {hashes}")
         pre = ctx.journal.record("preflight")

@@ -14,6 +14,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -103,22 +104,30 @@ class FenceResult:
 
 def check_fence(targets: Iterable[FenceTarget], new_cluster_id: str, *, peer_tls: TLSFiles | None = None,
                 client_tls: TLSFiles | None = None) -> FenceResult:
-    """Probe every target: closed ports pass, the restored cluster's own members pass, the rest fail."""
-    alive: list[str] = []
-    restored: set[str] = set()  # members whose peer port is already the restored cluster's
+    """Probe every target: closed ports pass, the restored cluster's own members pass, the rest fail.
+
+    The probes of one kind run side by side (a port that accepts but does not answer costs its
+    timeout once, not once per target); peer ports first, since a restored member that waits for
+    quorum serves no client yet but tells its cluster id on its peer port.
+    """
     ordered = sorted(targets, key=lambda t: t.kind != "peer")
-    peer_members = {t.member for t in ordered if t.kind == "peer"}  # peers first: a restored member waiting
-    for t in ordered:                                          # for quorum serves no client yet
-        host, port = url_port(t.url)
-        if not port_open(host, port):
-            continue
-        if t.kind == "peer" and peer_cluster_id(t.url, peer_tls) == new_cluster_id:
-            restored.add(t.member)
+    peer_members = {t.member for t in ordered if t.kind == "peer"}
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(ordered)))) as pool:
+        is_open = dict(zip(ordered, pool.map(lambda t: port_open(*url_port(t.url)), ordered), strict=True))
+        peers = [t for t in ordered if t.kind == "peer" and is_open[t]]
+        peer_ids = dict(zip(peers, pool.map(lambda t: peer_cluster_id(t.url, peer_tls), peers), strict=True))
+        restored = {t.member for t in peers if peer_ids[t] == new_cluster_id}
+        clients = [t for t in ordered if t.kind == "client" and is_open[t] and t.member not in restored]
+        client_ids = dict(zip(clients, pool.map(lambda t: client_cluster_id(t.url, client_tls), clients),
+                              strict=True))
+    alive: list[str] = []
+    for t in ordered:
+        if not is_open[t] or (t.kind == "peer" and peer_ids[t] == new_cluster_id):
             continue
         if t.kind == "client":
             if t.member in restored:
                 continue
-            answered = client_cluster_id(t.url, client_tls)
+            answered = client_ids[t]
             if answered == new_cluster_id:
                 continue
             # A restored member waiting for quorum accepts connections but serves nothing yet; an
