@@ -174,6 +174,9 @@ def _finish(params: JobParams, cfg: Settings, quiet: bool) -> None:
                      "watch keeps a stale cache")
     stderr.print(f"  - the old data was kept: {job_local.data_dir}.etcdguard-old-{params.stamp} "
                  "(remove it once the cluster is confirmed healthy)")
+    stderr.print(f"  - take a backup of the restored cluster now: etcdguard snapshot (its cluster id "
+                 f"{plan.new_cluster_id} is new: the old cluster's backups are kept but no longer count for "
+                 "freshness or retention)")
 
 
 def restore_command(

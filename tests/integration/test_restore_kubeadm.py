@@ -87,6 +87,15 @@ def test_single_node_kubeadm_restore_from_s3(tmp_path: Path, s3_bucket: tuple[Se
         assert kubelet.running("kube-apiserver.yaml")
         assert not list((s.state_dir).glob("*/snapshot.db"))  # no decrypted copy left behind
 
+        # the restored cluster has a new id: the old cluster's backups do not count for it until
+        # a backup of its own is taken, as the next steps say
+        assert "take a backup of the restored cluster now" in result.stderr
+        stale = s.run("check")
+        assert stale.returncode == 2 and "CRITICAL backup_age: no backup found" in stale.stdout, stale.stdout
+        assert s.run("snapshot").returncode == 0
+        fresh = s.run("check")
+        assert "backup_age" not in fresh.stdout and fresh.returncode == 1, fresh.stdout  # not verified yet
+
 
 def _state(node_root: Path, manifests: Path) -> tuple[list[str], list[str]]:
     """What a refused restore must not change: the manifests dir and the data dirs beside etcd's."""
