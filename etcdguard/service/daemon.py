@@ -57,9 +57,11 @@ class Dependency:
     up: bool | None = None
     error: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form for /readyz."""
-        return {"up": self.up, "error": self.error}
+    def as_dict(self, detail: bool) -> dict[str, Any]:
+        """JSON form for /readyz; without ``detail`` the error text (hosts, paths) is left out."""
+        hidden = "down: the service log (or /readyz with the API token) says why"
+        error = self.error if detail or self.error is None else hidden
+        return {"up": self.up, "error": error}
 
 
 def make_elector(settings: Settings, replica: str, connection: Callable[[], EtcdConnection]) -> LeaderElector:
@@ -111,12 +113,12 @@ class Daemon:
         max_age = max(30.0, 3.0 * self.runtime.settings.service.lease_ttl_seconds)
         return loop_health(self._last_loop, max_age)
 
-    def _readyz(self) -> tuple[int, dict[str, Any]]:
+    def _readyz(self, detail: bool = False) -> tuple[int, dict[str, Any]]:
         """Ready while running, not stopping, and neither the store nor etcd was last seen down."""
         deps = self.dependencies
         ready = self._ready and not self._stop_requested and all(d.up is not False for d in deps.values())
         return (200 if ready else 503), {"ready": ready, "leader": self.runtime.elector.is_leader(),
-                                         **{name: dep.as_dict() for name, dep in deps.items()}}
+                                         **{name: dep.as_dict(detail) for name, dep in deps.items()}}
 
     def _probe_dependencies(self) -> None:
         """Probe the store (a check); read etcd's state from the health job's last probe (an endpoint

@@ -5,8 +5,9 @@ clients: one selector thread accepts connections and collects request heads (at 
 :data:`MAX_HEAD_BYTES`, within :data:`HEAD_TIMEOUT` seconds, at most :data:`MAX_CONNECTIONS` at
 once); only a complete GET is handed to a fixed pool of :data:`WORKERS` threads, whose writes
 time out too. Every response closes its connection. /api/v1 answers with a reduced view
-(no endpoints, member ids, bucket paths or error texts) unless the request carries the bearer
-token from ``service.api_token_file``. Errors are logged as one scrubbed line, never a traceback.
+(no endpoints, member ids, bucket paths or error texts), and /readyz without the dependencies'
+error texts, unless the request carries the bearer token from ``service.api_token_file``.
+Errors are logged as one scrubbed line, never a traceback.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Endpoints:
     authenticated and must leave out endpoints, member ids and bucket paths when it is not."""
 
     healthz: Callable[[], tuple[int, dict[str, Any]]]
-    readyz: Callable[[], tuple[int, dict[str, Any]]]
+    readyz: View  # detail (the dependencies' error texts) only with the token
     metrics: Callable[[], bytes]
     backups: View
     status: View
@@ -187,8 +188,8 @@ class Router:
         try:
             if request.path == "/healthz":
                 return _json(*self.endpoints.healthz())
-            if request.path == "/readyz":
-                return _json(*self.endpoints.readyz())
+            if request.path == "/readyz":  # kubelet probes carry no token: a wrong one is only less detail
+                return _json(*self.endpoints.readyz(self.authenticated(request) is True))
             if request.path == "/metrics":
                 return _response(200, self.endpoints.metrics(), CONTENT_TYPE_LATEST)
             views = {"/api/v1/backups": self.endpoints.backups, "/api/v1/status": self.endpoints.status}

@@ -18,7 +18,7 @@ def _endpoints(calls: list[bool]) -> Endpoints:
         calls.append(auth)
         return 200, {"detail": auth}
 
-    def broken() -> tuple[int, dict[str, Any]]:
+    def broken(auth: bool) -> tuple[int, dict[str, Any]]:
         raise RuntimeError("boom password=hunter2 /var/lib/etcdguard/backups")
 
     return Endpoints(healthz=lambda: (200, {"ok": True}), readyz=broken, metrics=lambda: b"m 1\n",
@@ -66,3 +66,25 @@ def test_cached_value_loads_once_per_max_age() -> None:
     assert cache.get() == 1 and cache.get() == 1 and loads == [1]
     cache.invalidate()
     assert cache.get() == 2
+
+
+def test_readyz_shows_error_texts_only_with_the_token() -> None:
+    from etcdguard.service.daemon import Dependency
+
+    seen: list[bool] = []
+
+    def readyz(detail: bool) -> tuple[int, dict[str, Any]]:
+        seen.append(detail)
+        return 503, {"store": Dependency(False, "cannot reach http://10.1.2.3:8333/bucket").as_dict(detail)}
+
+    endpoints = Endpoints(healthz=lambda: (200, {}), readyz=readyz, metrics=lambda: b"", backups=lambda a: (200, {}),
+                          status=lambda a: (200, {}))
+    router = Router(endpoints, TOKEN)
+    anonymous = _status_and_body(router.handle(Request("GET", "/readyz", {})))
+    wrong = _status_and_body(router.handle(Request("GET", "/readyz", {"authorization": "Bearer nope"})))
+    full = _status_and_body(router.handle(Request("GET", "/readyz", {"authorization": "Bearer " + TOKEN.decode()})))
+    assert anonymous[0] == wrong[0] == full[0] == 503  # probes without a token still see readiness
+    assert "10.1.2.3" not in json.dumps(anonymous[1]) and "10.1.2.3" not in json.dumps(wrong[1])
+    assert anonymous[1]["store"]["up"] is False and anonymous[1]["store"]["error"]
+    assert "10.1.2.3" in full[1]["store"]["error"]
+    assert seen == [False, False, True]
