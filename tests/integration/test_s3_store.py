@@ -304,7 +304,7 @@ def test_reprs_hide_secrets(s3_bucket: tuple[SeaweedS3, str]) -> None:
 
 
 def test_client_error_mapping_table() -> None:
-    from etcdguard.storage.s3 import map_error
+    from etcdguard.storage.s3_errors import map_error
 
     def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
         return botocore.exceptions.ClientError(
