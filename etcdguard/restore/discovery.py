@@ -70,10 +70,14 @@ class LocalMember:
     trusted_ca_file: Path | None = None
     image: str | None = None
     owner: str | None = None
+    version: str | None = None  # what the member's own etcd binary says (systemd)
 
     @property
     def image_version(self) -> str | None:
-        """The etcd version named by the static pod's image tag (``etcd:3.5.16-0`` -> ``3.5.16``)."""
+        """The etcd version the member runs: its binary's, or the static pod's image tag
+        (``etcd:3.5.16-0`` -> ``3.5.16``)."""
+        if self.version:
+            return self.version
         if not self.image:
             return None
         m = re.search(r":v?(\d+\.\d+\.\d+)", self.image)

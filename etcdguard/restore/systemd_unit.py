@@ -227,6 +227,19 @@ def _urls(value: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
+def binary_version(path: str) -> str | None:
+    """``etcd --version`` of the unit's etcd binary (``3.5.16``), None when it cannot tell."""
+    if not Path(path).name.startswith("etcd"):
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, env=child_env(), timeout=10,
+                             stdin=subprocess.DEVNULL, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"etcd Version:\s*v?(\d+\.\d+\.\d+)", out)
+    return m.group(1) if m else None
+
+
 def member_from_unit(spec: ServiceSpec) -> LocalMember:
     """The local member run by ``spec``. ConfigError when the unit names no data dir or uses a
     ``--config-file`` (describe the member in ``restore.member`` then)."""
@@ -256,7 +269,8 @@ def member_from_unit(spec: ServiceSpec) -> LocalMember:
         quota_backend_bytes=int(quota) if quota.isdigit() and int(quota) > 0 else None,
         cert_file=Path(s["cert-file"]) if s.get("cert-file") else None,
         key_file=Path(s["key-file"]) if s.get("key-file") else None,
-        trusted_ca_file=Path(s["trusted-ca-file"]) if s.get("trusted-ca-file") else None, owner=owner)
+        trusted_ca_file=Path(s["trusted-ca-file"]) if s.get("trusted-ca-file") else None, owner=owner,
+        version=binary_version(spec.argv[0]) if spec.argv else None)
 
 
 def systemctl(*args: str, timeout: float = SYSTEMCTL_TIMEOUT) -> subprocess.CompletedProcess[str]:

@@ -200,6 +200,8 @@ def test_etcd_34_unit_found_in_auto_mode(tmp_path: Path, s3_bucket: tuple[Seawee
         data = {b"/app/config/a": b"1", b"/app/config/b": b"2"}
         stderr = _destroy_and_restore(node, s, data, b"/app/config/")
         assert "revisions kept" in stderr  # not Kubernetes data: no bump
+        # the unit's etcd binary says 3.4.23: the restore tool chosen matches its minor version
+        assert re.search(r"restore tool +\S+ \(3\.4\.\d+\)", stderr), stderr
         with wait_serving(node.client_url, None) as c:
             assert keys_with_prefix(c, b"/app/") == sorted(data)
 
