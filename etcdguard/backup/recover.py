@@ -56,6 +56,14 @@ class RecoveredSnapshot:
     sha256: str
 
 
+def _close(fd: int) -> int:
+    """Close ``fd`` if it is open (errors ignored); returns -1, the closed marker."""
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return -1
+
+
 class _Stage(threading.Thread):
     """A daemon thread running ``work``; keeps the exception it ended with in :attr:`error`."""
 
@@ -196,10 +204,7 @@ class _PlainSink:
         self.close()
 
     def close(self) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+        self._fd = _close(self._fd)
 
 
 class _DirectSink:
@@ -255,10 +260,7 @@ class _DirectSink:
         self.close()
 
     def close(self) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+        self._fd = _close(self._fd)
 
 
 class _Download:
