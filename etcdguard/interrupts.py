@@ -37,6 +37,9 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int = signal.SIGINT) -> None:
         super().__init__(signal_name(signum))
         self.signum = signum
+        # what the stop left, when it is not "nothing" (a restore that changed the node says
+        # how to finish or undo it); set by the code that knows, on its way out
+        self.outcome: str | None = None
 
 
 def signal_name(signum: int | None) -> str:
@@ -55,7 +58,8 @@ def interrupted_message(exc: BaseException | None = None) -> str:
     guard = installed()
     if signum is None and guard is not None:
         signum = guard.signum
-    return f"interrupted ({signal_name(signum)}); nothing partial was left behind"
+    outcome = exc.outcome if isinstance(exc, Interrupted) else None
+    return f"interrupted ({signal_name(signum)}); {outcome or 'nothing partial was left behind'}"
 
 
 class InterruptGuard:

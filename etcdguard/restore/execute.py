@@ -223,6 +223,7 @@ class RestoreJob:
         encryption key names. Either refusal removes the new dir: nothing was changed.
         """
         self.discard_new()  # our own partial output from an interrupted attempt
+        self.source.ensure_staged(ctx)
         bump = self.plan.bump_revision or None
         spec = RestoreSpec(snapshot=self.p.snapshot_path, data_dir=self.new_data, name=self.member.name,
                            initial_cluster=parse_initial_cluster(self.plan.initial_cluster),

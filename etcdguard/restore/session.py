@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+from etcdguard import interrupts
 from etcdguard.backup.catalog import Catalog, safe_entries
 from etcdguard.backup.manifest import Manifest
 from etcdguard.config import EtcdConfig, Settings
@@ -403,8 +404,26 @@ def run(params: JobParams, services: Services, on_change: StepListener | None = 
             previous.finish(RunOutcome.rolled_back, "superseded: nothing had been changed")
         journal = Journal.create(journal_dir(services.settings), JOURNAL_KIND, params.plan.restore_id,
                                  params=params.model_dump(mode="json"))
-        StepRunner(journal, on_change).run(RestoreJob(params, services).steps())
+        with _no_plain_copy_on_failure(params, journal):
+            StepRunner(journal, on_change).run(RestoreJob(params, services).steps())
         return journal
+
+
+@contextlib.contextmanager
+def _no_plain_copy_on_failure(params: JobParams, journal: Journal) -> Iterator[None]:
+    """A run that stops (signal, error) takes its decrypted snapshot with it: a resumed run that
+    still needs it fetches it again (``SourceSteps.ensure_staged``). A signal after the node was
+    changed says how to go on."""
+    try:
+        yield
+    except BaseException as exc:
+        with interrupts.deferred():
+            params.snapshot_path.unlink(missing_ok=True)
+        if isinstance(exc, interrupts.Interrupted) and changed_anything(journal):
+            last = next((r.name for r in reversed(journal.steps) if r.state is not StepState.pending), "?")
+            exc.outcome = (f"restore {journal.run_id} stopped in step {last}, after changing this node: run "
+                           "'etcdguard restore --resume' to finish it or '--rollback' to undo it")
+        raise
 
 
 def _load(services: Services) -> tuple[Journal, JobParams]:
@@ -421,7 +440,8 @@ def resume(services: Services, on_change: StepListener | None = None,
         journal, params = _load(services)
         if before is not None:
             before(params)
-        StepRunner(journal, on_change).run(RestoreJob(params, services).steps())
+        with _no_plain_copy_on_failure(params, journal):
+            StepRunner(journal, on_change).run(RestoreJob(params, services).steps())
         return journal
 
 
@@ -429,7 +449,11 @@ def rollback(services: Services, on_change: StepListener | None = None) -> Journ
     """Undo the interrupted restore: old data and manifests back, the old member started again."""
     with _lock(services.settings):
         journal, params = _load(services)
-        StepRunner(journal, on_change).rollback(RestoreJob(params, services).steps())
+        try:
+            StepRunner(journal, on_change).rollback(RestoreJob(params, services).steps())
+        finally:
+            with interrupts.deferred():
+                params.snapshot_path.unlink(missing_ok=True)  # no decrypted copy outlives the restore
         return journal
 
 

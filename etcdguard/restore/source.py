@@ -48,6 +48,14 @@ class SourceSteps:
         self.client_tls = client_tls
         self.fence_others = fence_others
 
+    def ensure_staged(self, ctx: StepContext) -> None:
+        """Fetch the snapshot again when a stopped run removed it (it takes its decrypted copy
+        with it) and a step that reads it is still to run."""
+        if not self.p.snapshot_path.is_file():
+            record = ctx.journal.record("fetch")
+            assert record is not None
+            self.fetch(StepContext(ctx.runner, record))
+
     def fetched(self, ctx: StepContext) -> bool:
         path = self.p.snapshot_path
         return path.is_file() and bool(ctx.result.get("size")) and path.stat().st_size == ctx.result["size"]
@@ -125,6 +133,7 @@ class SourceSteps:
         return dest.stat().st_size
 
     def preflight(self, ctx: StepContext) -> str:
+        self.ensure_staged(ctx)
         snapshot = self.p.snapshot_path
         status = self._signed_status(ctx, snapshot) or snapshot_status(self.tool, snapshot)
         checks = run_checks(snapshot=snapshot, status=status, data_dir=self.local.data_dir,
