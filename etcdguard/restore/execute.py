@@ -27,6 +27,7 @@ from etcdguard.etcd.binaries import EtcdVersion
 from etcdguard.etcd.client import MemberClient
 from etcdguard.etcd.datadir import wal_ids
 from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, child_env, restore
+from etcdguard.restore import crictl
 from etcdguard.restore.discovery import parse_initial_cluster, url_port
 from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
 from etcdguard.restore.job import JobParams, Services
@@ -45,6 +46,10 @@ CHANGING_STEPS = ("stop-apiserver", "stop-etcd", "move-aside", "swap-in", "start
 def prefix_end(prefix: bytes) -> bytes:
     """The range end that covers every key starting with ``prefix``."""
     return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _times(n: int) -> str:
+    return f"{n} time" if n == 1 else f"{n} times"
 
 
 class RestoreJob:
@@ -67,6 +72,7 @@ class RestoreJob:
         wal = self.local.wal_dir
         self.aside_wal = wal.with_name(f"{wal.name}.etcdguard-old-{params.stamp}") if wal else None
         self.new_wal = wal.with_name(f"{wal.name}.etcdguard-new-{params.stamp}") if wal else None
+        self.restored_wal = wal.with_name(f"{wal.name}.etcdguard-restored-{params.stamp}") if wal else None
         self.expected_member_id = member_id(self.member.peer_urls, self.plan.token)
         self.source = SourceSteps(params, services, self.tool, self.local, self.client_tls,
                                   lambda: self._fence(remote_only=True))
@@ -125,16 +131,10 @@ class RestoreJob:
         if still:
             raise TransientError(f"{what} still listens on {', '.join(f'{h}:{p}' for h, p in still)} after "
                                  f"{self.p.stop_timeout:g}s")
-        if shutil.which("crictl") and isinstance(self.mode, KubeadmStaticPods):
+        if isinstance(self.mode, KubeadmStaticPods):  # the ports can close before the runtime is done
             name = "kube-apiserver" if "apiserver" in what else "etcd"
-            deadline = time.monotonic() + self.p.stop_timeout
-            while time.monotonic() < deadline:
-                out = subprocess.run(["crictl", "ps", "-q", "--name", f"^{name}$"], capture_output=True,
-                                     text=True, timeout=30, check=False).stdout.strip()
-                if not out:
-                    return
-                time.sleep(1)
-            raise TransientError(f"crictl still lists a running {name} container")
+            if crictl.wait_gone(name, self.p.stop_timeout):
+                raise TransientError(f"crictl still lists a running {name} container after {self.p.stop_timeout:g}s")
 
     def _apiserver_ports(self) -> list[tuple[str, int]]:
         a = self.p.apiserver
@@ -205,7 +205,7 @@ class RestoreJob:
             return None
 
     def restored(self, ctx: StepContext) -> bool:
-        return self._restored_id() == self.expected_member_id
+        return self.local.data_dir.is_dir() and self._restored_id() == self.expected_member_id
 
     def prepared(self, ctx: StepContext) -> bool:
         """The new dir holds this plan's member (or it was swapped in already)."""
@@ -270,16 +270,22 @@ class RestoreJob:
         return "removed " + ", ".join(removed) if removed else "no restored dir left to remove"
 
     def swap_in(self, ctx: StepContext) -> str:
+        wal = self.local.wal_dir
         if self.local.data_dir.exists():
             raise AbortedError(f"{self.local.data_dir} exists again (recreated by someone else?); "
                                "move it away and --resume")
         if not self.new_data.exists():
             raise AbortedError(f"the restored dir {self.new_data} is gone: run 'etcdguard restore --rollback' "
                                "and restore again")
-        if self.new_wal is not None:
-            assert self.local.wal_dir is not None
-            self.local.wal_dir.parent.mkdir(parents=True, exist_ok=True)
-            self.new_wal.rename(self.local.wal_dir)
+        if self.new_wal is not None and wal is not None:
+            if self.new_wal.exists():
+                if wal.exists():
+                    raise AbortedError(f"{wal} exists again (recreated by someone else?); move it away and --resume")
+                wal.parent.mkdir(parents=True, exist_ok=True)
+                self.new_wal.rename(wal)
+            elif self._restored_id() != self.expected_member_id:  # else: moved in before an interruption
+                raise AbortedError(f"the restored wal dir {self.new_wal} is gone: run 'etcdguard restore "
+                                   "--rollback' and restore again")
         self.new_data.rename(self.local.data_dir)
         return f"{self.local.data_dir} is member {self.member.name} ({self.expected_member_id:x})"
 
@@ -297,10 +303,14 @@ class RestoreJob:
                            env=child_env())
 
     def undo_restore(self, ctx: StepContext) -> str:
-        if self.local.data_dir.exists() and self._restored_id() == self.expected_member_id:
-            self.local.data_dir.rename(self.restored_aside)
-            return f"moved the restored data to {self.restored_aside}"
-        return "no restored data in place"
+        if self._restored_id() != self.expected_member_id:
+            return "no restored data in place"
+        moved = []
+        for there, aside in ((self.local.data_dir, self.restored_aside), (self.local.wal_dir, self.restored_wal)):
+            if there is not None and aside is not None and there.exists():
+                there.rename(aside)
+                moved.append(str(aside))
+        return "moved the restored data to " + ", ".join(moved)
 
     # -- start -------------------------------------------------------------------------------
     def _fence(self, *, remote_only: bool) -> str:
@@ -353,7 +363,7 @@ class RestoreJob:
 
     def wait_healthy(self, ctx: StepContext) -> str:
         deadline = time.monotonic() + self.p.start_timeout
-        last, began = "no answer", time.monotonic()
+        last, began, restarts, asked = "no answer", time.monotonic(), 0, 0.0
         while True:
             try:
                 with MemberClient(self.endpoint, tls=self.client_tls, timeout=2.0) as client:
@@ -363,9 +373,11 @@ class RestoreJob:
                         if f"{st.cluster_id:x}" != self.plan.new_cluster_id:
                             raise AbortedError(f"{self.endpoint} reports cluster {st.cluster_id:x}, not the restored "
                                                f"cluster {self.plan.new_cluster_id}")
-                        ctx.save(revision=st.revision, version=st.version)
+                        restarts = max(restarts, self.mode.etcd_restarts() or 0)
+                        ctx.save(revision=st.revision, version=st.version, restarts=restarts)
+                        rebuilt = f"; etcd restarted {_times(restarts)} while it rebuilt" if restarts else ""
                         return (f"serving: cluster {self.plan.new_cluster_id}, revision {st.revision:,}, "
-                                f"etcd {st.version}")
+                                f"etcd {st.version}{rebuilt}")
                     last = "no leader yet"
             except AbortedError:
                 raise
@@ -375,10 +387,13 @@ class RestoreJob:
             need = len(self.plan.members) // 2 + 1
             extra = f"; a quorum of {need} of {len(self.plan.members)} members must run their part" \
                 if not self.plan.single else ""
-            self._wait(f"waiting for etcd ({waited:.0f}s): {last}{extra}")
+            if time.monotonic() - asked >= 1.0:  # the supervisor is asked once a second, not at every poll
+                restarts, asked = max(restarts, self.mode.etcd_restarts() or 0), time.monotonic()
+            restarted = f" (etcd restarted {_times(restarts)})" if restarts else ""
+            self._wait(f"waiting for etcd ({waited:.0f}s){restarted}: {last}{extra}")
             if time.monotonic() >= deadline:
                 raise TransientError(f"the restored member did not become healthy in {self.p.start_timeout:g}s "
-                                     f"({last}){extra}; fix it and run etcdguard restore --resume")
+                                     f"({last}{restarted}){extra}; fix it and run etcdguard restore --resume")
             # every 50 ms at first (a restored member usually serves within a second), then calmer
             time.sleep(0.05 if waited < 5 else 0.5)
 

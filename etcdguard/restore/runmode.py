@@ -22,12 +22,14 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from etcdguard.errors import ConfigError, EtcdGuardError
 from etcdguard.etcd.tools import child_env, tail
+from etcdguard.restore import crictl
 from etcdguard.restore.discovery import APISERVER_MANIFEST, ETCD_MANIFEST, rewrite_manifest_flags
 from etcdguard.restore.settings import RestoreConfig
 from etcdguard.restore.systemd_unit import systemctl, unit_exists
@@ -96,6 +98,8 @@ class KubeadmStaticPods(RunMode):
 
     def __init__(self, manifests_dir: Path) -> None:
         self.manifests_dir = manifests_dir
+        self._etcd_started: float | None = None  # epoch seconds, when start_etcd put the manifest in
+        self._first_attempt: int | None = None
 
     @property
     def has_apiserver(self) -> bool:
@@ -129,6 +133,7 @@ class KubeadmStaticPods(RunMode):
         return self._move_out(ETCD_MANIFEST, aside)
 
     def start_etcd(self, aside: Path, flags: Mapping[str, str], env: Mapping[str, str]) -> str:
+        self._etcd_started, self._first_attempt = time.time(), None
         kept = aside / ETCD_MANIFEST
         if not flags or not kept.exists():
             return self._move_in(ETCD_MANIFEST, aside)
@@ -155,6 +160,24 @@ class KubeadmStaticPods(RunMode):
             return self._move_out(ETCD_MANIFEST, aside)
         shutil.move(str(live), str(aside / "etcd.restored.yaml"))
         return f"moved the restored {ETCD_MANIFEST} to {aside}"
+
+    def etcd_restarts(self) -> int | None:
+        """From crictl (None without it): the ``attempt`` of the newest etcd container, counted from the
+        first container started after :meth:`start_etcd` in this process (the kubelet may go on
+        counting the old pod's attempts or start again at 0)."""
+        listed = crictl.containers("etcd")
+        if not listed:
+            return None
+        since = self._etcd_started
+        fresh = [c for c in listed if since is None or c.created_at >= since * 1e9]
+        if not fresh:
+            return 0
+        newest = max(fresh, key=lambda c: c.created_at)
+        if since is None:
+            return newest.attempt
+        if self._first_attempt is None:
+            self._first_attempt = min(c.attempt for c in fresh)
+        return max(0, newest.attempt - self._first_attempt)
 
     def stop_apiserver(self, aside: Path) -> str:
         if not (self.manifests_dir / APISERVER_MANIFEST).exists() and not (aside / APISERVER_MANIFEST).exists():

@@ -92,27 +92,44 @@ def wait_serving(endpoint: str, tls: TLSFiles | None, timeout: float = 60.0) -> 
 
 
 @contextmanager
-def kubeadm_node(root: Path, version: str = "3.5.16", name: str = "cp1") -> Iterator[tuple[KubeadmNode, Kubelet]]:
-    """A single-node kubeadm control plane (etcd + apiserver stand-in) run by the kubelet stand-in."""
+def kubeadm_node(root: Path, version: str = "3.5.16", name: str = "cp1", *, wal_dir: bool = False,
+                 **kubelet: Any) -> Iterator[tuple[KubeadmNode, Kubelet]]:
+    """A single-node kubeadm control plane (etcd + apiserver stand-in) run by the kubelet stand-in
+    (``kubelet``: its options, e.g. ``crictl_bin``)."""
     install = installation(version)
     assert install is not None
     client, peer, metrics, api = free_low_ports(4)
     node = make_kubeadm_node(root, name=name, client_port=client, peer_port=peer, metrics_port=metrics,
                              apiserver_port=api, etcd_command=[str(install.etcd)],
                              apiserver_command=[sys.executable, "-m", "tests.support.apiserver"],
-                             etcd_image=f"registry.k8s.io/etcd:{version}-0")
-    kubelet = Kubelet(node.manifests_dir, root / "kubelet-logs")
+                             etcd_image=f"registry.k8s.io/etcd:{version}-0", wal_dir=wal_dir)
+    with repo_on_pythonpath(), Kubelet(node.manifests_dir, root / "kubelet-logs", **kubelet) as running:
+        wait_serving(node.etcd_endpoint, node_tls(node)).close()
+        yield node, running
+
+
+@contextmanager
+def repo_on_pythonpath() -> Iterator[None]:
+    """The apiserver stand-in the kubelet stand-in runs is a module of this repo."""
     old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(REPO)  # the apiserver stand-in is a module of this repo
+    os.environ["PYTHONPATH"] = str(REPO)
     try:
-        with kubelet:
-            wait_serving(node.etcd_endpoint, node_tls(node)).close()
-            yield node, kubelet
+        yield
     finally:
         if old is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = old
+
+
+def destroy_db(node: KubeadmNode, kubelet: Kubelet, aside: Path) -> None:
+    """The disaster: the member's db is overwritten with zeros (etcd crash-loops under the kubelet)."""
+    (node.manifests_dir / "etcd.yaml").rename(aside)
+    deadline = time.monotonic() + 30
+    while kubelet.running("etcd.yaml") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (node.etcd_data_dir / "member" / "snap" / "db").write_bytes(b"\0" * 4096)
+    aside.rename(node.manifests_dir / "etcd.yaml")
 
 
 def keys_with_prefix(client: MemberClient, prefix: bytes) -> list[bytes]:

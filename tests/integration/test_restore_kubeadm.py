@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
 import shutil
+import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from etcdguard.backup.keys import generate_keys
+from etcdguard.etcd.datadir import wal_ids
 from etcdguard.restore.fencing import port_open
+from etcdguard.steps import Journal
 from tests.integration.restore_fixtures import (
     Setup,
     cli_env,
+    destroy_db,
     keys_with_prefix,
     kubeadm_node,
     node_tls,
@@ -21,6 +28,7 @@ from tests.integration.restore_fixtures import (
     write_config,
 )
 from tests.integration.snapshot_fixtures import CLI, require_etcd
+from tests.support import crictl
 from tests.support.seaweed import SeaweedS3
 
 pytestmark = pytest.mark.integration
@@ -224,3 +232,138 @@ def _wait_port(port: int, timeout: float = 30) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_wal_dir_restored_in_place_and_rolled_back(tmp_path: Path, s3_bucket: tuple[SeaweedS3, str]) -> None:
+    require_etcd("3.5.16")
+    seaweed, bucket = s3_bucket
+    with kubeadm_node(tmp_path / "node", wal_dir=True) as (node, kubelet):
+        wal, data, lib = node.etcd_wal_dir, node.etcd_data_dir, node.root / "var" / "lib"
+        assert wal is not None and list(wal.glob("*.wal")) and not (data / "member" / "wal").exists()
+        s = _setup(tmp_path, seaweed, bucket, node.etcd_endpoint, node.etcd_client_tls, node.manifests_dir)
+        tls = node_tls(node)
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            c.put(b"/registry/pods/default/web", b"pod")
+            before_rev = c.status().revision
+        assert s.run("snapshot").returncode == 0
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            c.put(b"/registry/pods/default/after-backup", b"lost")
+        old_wal_id = wal_ids(wal)[0]
+        destroy_db(node, kubelet, tmp_path / "etcd.yaml")
+
+        result = s.run("restore", "--yes", "--backup", "latest")
+        assert result.returncode == 0, result.stderr
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            assert c.get(b"/registry/pods/default/web") == b"pod"
+            assert c.get(b"/registry/pods/default/after-backup") is None
+            assert c.status().revision >= before_rev + 1_000_000_000
+            (member,) = c.member_list()
+        # the new member's WAL is in the wal dir (etcdutl got --wal-dir), none in the data dir
+        assert wal_ids(wal)[0] == member.id != old_wal_id
+        assert list(wal.glob("*.wal")) and not (data / "member" / "wal").exists()
+        # the old data and wal dirs are kept beside each other, with one timestamp
+        (old_data,) = lib.glob("etcd.etcdguard-old-*")
+        (old_wal,) = lib.glob("etcd-wal.etcdguard-old-*")
+        assert old_data.name.rsplit("-", 1)[1] == old_wal.name.rsplit("-", 1)[1]
+        assert (old_data / "member" / "snap" / "db").read_bytes() == b"\0" * 4096
+        assert wal_ids(old_wal)[0] == old_wal_id
+
+        # killed after restore-snapshot, then --rollback: the data and wal dirs of the member before are back
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            c.put(b"/registry/pods/default/before-rollback", b"old")
+            old_rev = c.status().revision
+        crashed = s.run("restore", "--yes", "--force", "--backup", "latest",
+                        env={"ETCDGUARD_TEST_CRASH_AFTER_STEP": "restore-snapshot"})
+        assert crashed.returncode == -9, crashed.stderr
+        assert wal_ids(wal)[0] != member.id  # the crashed run had restored a new member in place
+        rolled = s.run("restore", "--rollback")
+        assert rolled.returncode == 0, rolled.stderr
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            assert c.get(b"/registry/pods/default/before-rollback") == b"old"
+            assert c.status().revision == old_rev
+        assert wal_ids(wal)[0] == member.id and not (data / "member" / "wal").exists()
+        assert len(list(lib.glob("etcd.etcdguard-restored-*"))) == 1
+        (restored_wal,) = lib.glob("etcd-wal.etcdguard-restored-*")
+        assert wal_ids(restored_wal)[0] not in (member.id, old_wal_id)
+        assert len(list(lib.glob("etcd-wal.etcdguard-old-*"))) == 1  # the first restore's, still kept
+        assert sorted(p.name for p in node.manifests_dir.iterdir()) == ["etcd.yaml", "kube-apiserver.yaml"]
+
+
+def _hold_port(port: int, until: threading.Event) -> threading.Thread:
+    """Bind 127.0.0.1:port as soon as it is free and listen on it until ``until`` is set."""
+    def hold() -> None:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            while not until.is_set():
+                try:
+                    sock.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            sock.listen()
+            until.wait(120)
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_restore_waits_until_crictl_lists_no_etcd_and_shows_restarts(tmp_path: Path,
+                                                                      s3_bucket: tuple[SeaweedS3, str]) -> None:
+    require_etcd("3.5.16")
+    seaweed, bucket = s3_bucket
+    bin_dir = tmp_path / "bin"
+    # the runtime lists a stopped pod's container as running 2s after its ports closed
+    with kubeadm_node(tmp_path / "node", crictl_bin=bin_dir, crictl_linger=2.0) as (node, kubelet):
+        s = _setup(tmp_path, seaweed, bucket, node.etcd_endpoint, node.etcd_client_tls, node.manifests_dir)
+        s.cli.extra_env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+        tls = node_tls(node)
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            c.put(b"/registry/pods/default/web", b"pod")
+        assert s.run("snapshot").returncode == 0
+        old_pod = kubelet.pods["etcd.yaml"]
+        # a leftover process takes etcd's metrics port once the old etcd is stopped: the restored etcd
+        # exits at start (address in use) until the port is free again
+        release = threading.Event()
+        holder = _hold_port(node.metrics_port, release)
+
+        def free_after_two_restarts() -> None:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                pod = kubelet.pods.get("etcd.yaml")
+                if pod is not None and pod is not old_pod and pod.starts >= 3:
+                    break
+                time.sleep(0.05)
+            release.set()
+
+        watcher = threading.Thread(target=free_after_two_restarts, daemon=True)
+        watcher.start()
+        try:
+            result = s.run("restore", "--yes", "--force", "--backup", "latest")
+        finally:
+            release.set()
+            watcher.join(10)
+            holder.join(10)
+        assert result.returncode == 0, result.stderr
+        restored_pod = kubelet.pods["etcd.yaml"]
+        assert restored_pod is not old_pod and restored_pod.starts >= 3
+        m = re.search(r"etcd restarted (\d+) times while it rebuilt", result.stderr)
+        assert m is not None, result.stderr
+        assert int(m.group(1)) == restored_pod.starts - 1  # the attempt crictl shows for the serving container
+        with wait_serving(node.etcd_endpoint, tls) as c:
+            assert c.get(b"/registry/pods/default/web") == b"pod"
+
+        # stop-etcd went on only once crictl listed no running etcd container (its ports had closed before)
+        journal = _journal(s)
+        stop, moved = journal.record("stop-etcd"), journal.record("move-aside")
+        assert stop is not None and moved is not None and stop.started_at is not None
+        asked = [c for c in crictl.calls(kubelet.crictl_state) if c["args"] == ["ps", "-q", "--name", "^etcd$"]
+                 and c["time"] >= stop.started_at]
+        listed = [c for c in asked if c["ids"]]
+        gone = [c for c in asked if not c["ids"]]
+        assert listed and gone and listed[-1]["time"] < gone[0]["time"], asked
+        assert moved.started_at is not None and moved.started_at >= gone[0]["time"]
+
+
+def _journal(s: Setup) -> Journal:
+    (path,) = Journal.find(s.state_dir / "journal", "restore")
+    return Journal.load(path)

@@ -162,6 +162,7 @@ class KubeadmNode:
     certs: dict[str, IssuedCert] = field(default_factory=dict)
     encryption_secret: str = field(default="", repr=False)
     initial_cluster: str = ""
+    etcd_wal_dir: Path | None = None  # --wal-dir (its own hostPath volume), None: the WAL in the data dir
 
     # -- paths ------------------------------------------------------------------------------
     @property
@@ -329,6 +330,7 @@ def make_kubeadm_node(
     kubeadm_config: bool = True,
     kubernetes_version: str = "v1.31.0",
     etcd_image: str = "registry.k8s.io/etcd:3.5.16-0",
+    wal_dir: bool = False,
 ) -> KubeadmNode:
     """Write a kubeadm control-plane node under ``root`` and return its description.
 
@@ -336,10 +338,12 @@ def make_kubeadm_node(
     "front-proxy-ca", "etcd/server", "etcd/peer", "apiserver", ...). ``etcd_command`` and
     ``apiserver_command`` are the container commands before the flags (default ``etcd`` and
     ``kube-apiserver``, as kubeadm writes them). ``initial_cluster`` defaults to this member alone.
+    ``wal_dir`` puts etcd's WAL in ``<root>/var/lib/etcd-wal`` (``--wal-dir`` on its own hostPath volume).
     """
     root = Path(root)
     node = KubeadmNode(root, name, ip, client_port, peer_port, metrics_port, apiserver_port, key_algorithm)
     node.initial_cluster = initial_cluster or f"{name}={node.peer_url}"
+    node.etcd_wal_dir = root / "var" / "lib" / "etcd-wal" if wal_dir else None
     lifetimes = days or {}
     node.pki_dir.mkdir(parents=True, exist_ok=True)
     node.pki_dir.chmod(0o755)

@@ -41,6 +41,14 @@ def etcd_pod(node: KubeadmNode, command: list[str], image: str, extra_flags: lis
         f"--trusted-ca-file={pki}/ca.crt",
         *extra_flags,
     ]
+    mounts = [{"mountPath": data, "name": "etcd-data"}, {"mountPath": pki, "name": "etcd-certs"}]
+    volumes = [{"hostPath": {"path": pki, "type": "DirectoryOrCreate"}, "name": "etcd-certs"},
+               {"hostPath": {"path": data, "type": "DirectoryOrCreate"}, "name": "etcd-data"}]
+    if node.etcd_wal_dir is not None:  # a WAL on its own disk: --wal-dir and its own hostPath volume
+        wal = str(node.etcd_wal_dir)
+        flags.insert(flags.index(f"--trusted-ca-file={pki}/ca.crt") + 1, f"--wal-dir={wal}")
+        mounts.append({"mountPath": wal, "name": "etcd-wal"})
+        volumes.append({"hostPath": {"path": wal, "type": "DirectoryOrCreate"}, "name": "etcd-wal"})
 
     def probe(path: str, threshold: int) -> dict[str, Any]:
         return {"failureThreshold": threshold,
@@ -63,17 +71,13 @@ def etcd_pod(node: KubeadmNode, command: list[str], image: str, extra_flags: lis
                 "name": "etcd",
                 "resources": {"requests": {"cpu": "100m", "memory": "100Mi"}},
                 "startupProbe": probe("/health?serializable=false", 24),
-                "volumeMounts": [{"mountPath": data, "name": "etcd-data"},
-                                 {"mountPath": pki, "name": "etcd-certs"}],
+                "volumeMounts": mounts,
             }],
             "hostNetwork": True,
             "priority": 2000001000,
             "priorityClassName": "system-node-critical",
             "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-            "volumes": [
-                {"hostPath": {"path": pki, "type": "DirectoryOrCreate"}, "name": "etcd-certs"},
-                {"hostPath": {"path": data, "type": "DirectoryOrCreate"}, "name": "etcd-data"},
-            ],
+            "volumes": volumes,
         },
         "status": {},
     }
@@ -178,4 +182,6 @@ def kubeadm_configuration(node: KubeadmNode, version: str) -> str:
         },
         "networking": {"dnsDomain": "cluster.local", "serviceSubnet": "10.96.0.0/12"},
     }
+    if node.etcd_wal_dir is not None:
+        cluster["etcd"]["local"]["extraArgs"] = {"wal-dir": str(node.etcd_wal_dir)}
     return yaml.safe_dump_all([init, cluster], sort_keys=False)

@@ -4,13 +4,22 @@ It watches the dir, runs each manifest's first container command (``command`` + 
 process in its own group, restarts it when it exits (with a short back-off) or when its manifest
 changes, stops it when the manifest goes away, and ignores files whose names start with a dot,
 as the kubelet does. Write manifests with hostPath == mountPath so the command runs unchanged.
+
+With ``crictl_bin`` it also installs a ``crictl`` stand-in there (:mod:`tests.support.crictl`) that
+lists its containers: one per start, ``attempt`` counting the restarts of the pod, the previous
+attempts and the containers of removed pods kept as exited (as the kubelet keeps dead
+containers). ``crictl_linger`` keeps a removed pod's container listed as running that much longer
+(a runtime still tearing it down after its process closed its ports). ``backoff`` is the wait
+before a crashed container is started again (the kubelet's CrashLoopBackOff).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import threading
@@ -18,10 +27,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
 
+from tests.support import crictl
+
 RESTART_BACKOFF = 1.0
+DEAD_KEPT = 20
+RUNNING, EXITED = crictl.RUNNING, crictl.EXITED
 
 
 @dataclass
@@ -35,6 +49,14 @@ class Pod:
     starts: int = 0
     exited_at: float | None = None
     log_path: Path | None = None
+    container: str = ""
+    container_id: str = ""
+    created_ns: int = 0
+
+    def listing(self, state: str) -> dict[str, Any]:
+        """This pod's current container as crictl lists it."""
+        return {"id": self.container_id, "metadata": {"name": self.container, "attempt": max(0, self.starts - 1)},
+                "state": state, "createdAt": str(self.created_ns)}
 
 
 @dataclass
@@ -44,13 +66,21 @@ class Kubelet:
     manifests_dir: Path
     log_dir: Path
     poll: float = 0.2
+    backoff: float = RESTART_BACKOFF
+    crictl_bin: Path | None = None
+    crictl_linger: float = 0.0
     pods: dict[str, Pod] = field(default_factory=dict)
+    dead: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (listed running until, container)
+    _written: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> Kubelet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.crictl_bin is not None:
+            crictl.install(self.crictl_bin, self.crictl_state)
+            self._write_state()
         self._thread = threading.Thread(target=self._loop, name="kubelet", daemon=True)
         self._thread.start()
         return self
@@ -59,6 +89,11 @@ class Kubelet:
         """How often the pod from manifest ``name`` was (re)started."""
         pod = self.pods.get(name)
         return pod.starts if pod else 0
+
+    @property
+    def crictl_state(self) -> Path:
+        """The containers as the crictl stand-in reads them."""
+        return self.log_dir / "crictl-state.json"
 
     def running(self, name: str) -> bool:
         pod = self.pods.get(name)
@@ -74,13 +109,15 @@ class Kubelet:
         while not self._stop.is_set():
             with self._lock:
                 self._sync()
+                if self.crictl_bin is not None:
+                    self._write_state()
             self._stop.wait(self.poll)
 
     def _sync(self) -> None:
         found = self._manifests()
         for name in list(self.pods):
             if name not in found:
-                self._kill(self.pods.pop(name))
+                self._bury(self.pods.pop(name), self.crictl_linger)
         for name, path in found.items():
             try:
                 data = path.read_bytes()
@@ -89,21 +126,48 @@ class Kubelet:
             digest = hashlib.sha256(data).hexdigest()
             pod = self.pods.get(name)
             if pod is not None and pod.digest != digest:
-                self._kill(self.pods.pop(name))
+                self._bury(self.pods.pop(name), self.crictl_linger)
                 pod = None
             if pod is None:
-                command = _command(data)
-                if command is None:
+                parsed = _command(data)
+                if parsed is None:
                     continue
-                pod = self.pods[name] = Pod(name, digest, command, log_path=self.log_dir / f"{name}.log")
+                command, container = parsed
+                pod = self.pods[name] = Pod(name, digest, command, log_path=self.log_dir / f"{name}.log",
+                                            container=container)
             if pod.process is not None and pod.process.poll() is not None and pod.exited_at is None:
                 pod.exited_at = time.monotonic()
             if pod.process is None or (pod.exited_at is not None
-                                       and time.monotonic() - pod.exited_at >= RESTART_BACKOFF):
+                                       and time.monotonic() - pod.exited_at >= self.backoff):
                 self._spawn(pod)
+
+    def _bury(self, pod: Pod, linger: float) -> None:
+        """Stop a removed pod; its last container stays listed (if it ran: as running ``linger`` more seconds)."""
+        alive = pod.process is not None and pod.process.poll() is None
+        self._kill(pod)
+        if pod.container_id:
+            self.dead.append((time.monotonic() + (linger if alive else 0.0), pod.listing(EXITED)))
+            del self.dead[:-DEAD_KEPT]
+
+    def _write_state(self) -> None:
+        now = time.monotonic()
+        listed = [{**c, "state": RUNNING if until > now else EXITED} for until, c in self.dead]
+        for pod in self.pods.values():
+            if pod.container_id:
+                alive = pod.process is not None and pod.process.poll() is None
+                listed.append(pod.listing(RUNNING if alive else EXITED))
+        text = json.dumps({"containers": listed})
+        if text != self._written:
+            tmp = self.crictl_state.with_name(".crictl-state.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self.crictl_state)
+            self._written = text
 
     def _spawn(self, pod: Pod) -> None:
         assert pod.log_path is not None
+        if pod.container_id:  # the previous attempt stays listed as exited
+            self.dead.append((0.0, pod.listing(EXITED)))
+            del self.dead[:-DEAD_KEPT]
         with pod.log_path.open("ab") as log:
             try:
                 pod.process = subprocess.Popen(pod.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -115,6 +179,8 @@ class Kubelet:
                 return
         pod.starts += 1
         pod.exited_at = None
+        pod.container_id = secrets.token_hex(32)
+        pod.created_ns = time.time_ns()
 
     @staticmethod
     def _kill(pod: Pod) -> None:
@@ -146,11 +212,12 @@ class Kubelet:
         self.close()
 
 
-def _command(data: bytes) -> list[str] | None:
+def _command(data: bytes) -> tuple[list[str], str] | None:
+    """The first container's command line and name."""
     try:
         doc = yaml.safe_load(data)
         container = doc["spec"]["containers"][0]
         command = [str(c) for c in (container.get("command") or []) + (container.get("args") or [])]
     except (yaml.YAMLError, TypeError, KeyError, IndexError):
         return None
-    return command or None
+    return (command, str(container.get("name") or "")) if command else None
