@@ -270,8 +270,11 @@ def _plan_members(diag: Diagnosis, single: bool) -> list[PlanMember]:
         return [me]
     cluster = parse_initial_cluster(local.initial_cluster or "")
     if len(cluster) < 2:
-        raise ConfigError("a multi-member plan needs the member's initial cluster (every member's name and peer "
-                          "URL): it is a single member, so restore it with --single-member")
+        where = (" (kubeadm writes every member into the etcd.yaml of the last control-plane node it joined: "
+                 "make the plan there)" if diag.run_mode == "kubeadm" else "")
+        raise ConfigError(f"a multi-member plan needs every member's name and peer URL, and {local.name}'s "
+                          f"--initial-cluster names only itself{where}; or restore this node alone with "
+                          "--single-member")
     health = diag.assessment.health
     clients = {m.name: list(m.client_urls) for m in health.members} if health else {}
     return [me if name == local.name else PlanMember(name=name, peer_urls=list(urls),

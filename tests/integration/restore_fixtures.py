@@ -4,10 +4,12 @@ the etcdguard CLI with a config file, and reading what a restored member holds."
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import yaml
 from etcdguard.backup.keys import GeneratedKeys
 from etcdguard.errors import EtcdGuardError
 from etcdguard.etcd.client import MemberClient, TLSFiles
+from etcdguard.etcd.errors import UnhealthyClusterError
 from tests.integration.snapshot_fixtures import CLI
 from tests.support.etcd_cluster import TEST_ETCD_DIRS, installation
 from tests.support.kubeadm import KubeadmNode, free_low_ports, make_kubeadm_node
@@ -42,6 +45,15 @@ class Setup:
 
     def run(self, *args: str, timeout: float = 300, **kw: Any) -> Any:
         return self.cli("--config", str(self.config), *args, timeout=timeout, **kw)
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The CLI as a background process (stdout and stderr piped), for runs on several nodes at once."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCDGUARD_", "AWS_"))}
+        env.update({"HOME": str(self.cli.home), "COLUMNS": "200", **self.cli.extra_env})
+        exe = shutil.which("etcdguard")
+        base = [exe] if exe else [sys.executable, "-m", "etcdguard.cli.main"]
+        return subprocess.Popen([*base, "--config", str(self.config), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
 
 
 def write_config(path: Path, *, store: str, seaweed: SeaweedS3 | None, keys: GeneratedKeys, cluster: str,
@@ -106,6 +118,43 @@ def kubeadm_node(root: Path, version: str = "3.5.16", name: str = "cp1", *, wal_
     with repo_on_pythonpath(), Kubelet(node.manifests_dir, root / "kubelet-logs", **kubelet) as running:
         wait_serving(node.etcd_endpoint, node_tls(node)).close()
         yield node, running
+
+
+@contextmanager
+def kubeadm_cluster(root: Path, count: int, version: str = "3.5.16",
+                    **kubelet: Any) -> Iterator[list[tuple[KubeadmNode, Kubelet]]]:
+    """Control-plane nodes as ``kubeadm init`` and ``kubeadm join --control-plane`` make them: shared CAs,
+    each etcd.yaml listing the members up to itself (``--initial-cluster-state=existing`` after the
+    first), each member added with MemberAdd before its kubelet stand-in starts it."""
+    install = installation(version)
+    assert install is not None
+    ports = free_low_ports(4 * count)
+    made: list[tuple[KubeadmNode, Kubelet]] = []
+    with repo_on_pythonpath(), ExitStack() as stack:
+        for i in range(count):
+            client, peer, metrics, api = ports[4 * i:4 * i + 4]
+            name = f"cp{i + 1}"
+            cluster = ",".join([*(f"{n.name}={n.peer_url}" for n, _ in made), f"{name}=https://127.0.0.1:{peer}"])
+            node = make_kubeadm_node(root / name, name=name, client_port=client, peer_port=peer,
+                                     metrics_port=metrics, apiserver_port=api, etcd_command=[str(install.etcd)],
+                                     apiserver_command=[sys.executable, "-m", "tests.support.apiserver"],
+                                     etcd_image=f"registry.k8s.io/etcd:{version}-0",
+                                     share_cas_with=made[0][0] if made else None, initial_cluster=cluster,
+                                     initial_cluster_state="existing" if made else "new")
+            if made:  # as kubeadm join does, retried until the newest member has been up 5s (strict reconfig)
+                deadline = time.monotonic() + 60
+                with wait_serving(made[0][0].etcd_endpoint, node_tls(made[0][0])) as c:
+                    while True:
+                        try:
+                            c.member_add([node.peer_url])
+                            break
+                        except UnhealthyClusterError:
+                            assert time.monotonic() < deadline, "MemberAdd refused for 60s"
+                            time.sleep(0.3)
+            running = stack.enter_context(Kubelet(node.manifests_dir, root / name / "kubelet-logs", **kubelet))
+            wait_serving(node.etcd_endpoint, node_tls(node)).close()
+            made.append((node, running))
+        yield made
 
 
 @contextmanager

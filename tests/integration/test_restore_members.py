@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,15 +17,6 @@ from tests.integration.snapshot_fixtures import require_etcd
 from tests.support.etcd_cluster import installation
 
 pytestmark = pytest.mark.integration
-
-
-def _popen(s: Setup, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCDGUARD_", "AWS_"))}
-    env.update({"HOME": str(s.cli.home), "COLUMNS": "200", **s.cli.extra_env})
-    exe = shutil.which("etcdguard")
-    base = [exe] if exe else [sys.executable, "-m", "etcdguard.cli.main"]
-    return subprocess.Popen([*base, "--config", str(s.config), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def test_three_members_fully_lost_restored_from_one_backup_with_a_plan_file(
@@ -60,7 +49,7 @@ def test_three_members_fully_lost_restored_from_one_backup_with_a_plan_file(
     assert [s["name"] for s in out["steps"]][:2] == ["fetch", "preflight"]
     assert json.loads(plan_path.read_text())["signature"]  # signed: it binds token and initial cluster
 
-    procs = {n.name: _popen(setups[n.name], "restore", "--plan-file", str(plan_path), "--member", n.name, "--yes")
+    procs = {n.name: setups[n.name].start("restore", "--plan-file", str(plan_path), "--member", n.name, "--yes")
              for n in nodes}
     for name, proc in procs.items():
         _, err = proc.communicate(timeout=300)

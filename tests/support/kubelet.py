@@ -121,9 +121,12 @@ class Kubelet:
         for name, path in found.items():
             try:
                 data = path.read_bytes()
+                st = path.stat()
             except OSError:
                 continue
-            digest = hashlib.sha256(data).hexdigest()
+            # a manifest taken out and put back between two polls is a new pod, as the kubelet's inotify
+            # watch sees it: the file's identity counts, not only its content
+            digest = hashlib.sha256(data + f"{st.st_ino}:{st.st_mtime_ns}".encode()).hexdigest()
             pod = self.pods.get(name)
             if pod is not None and pod.digest != digest:
                 self._bury(self.pods.pop(name), self.crictl_linger)
