@@ -63,7 +63,7 @@ def test_three_kubeadm_nodes_fully_lost_restored_with_a_plan_file(tmp_path: Path
         # kubeadm wrote the full member list only into the last joined node's etcd.yaml
         plan_path = tmp_path / "plan.json"
         first = setups["cp1"].run("restore", "--plan-only", "--plan-file", str(plan_path), "--backup", "latest")
-        assert first.returncode != 0 and "make the plan there" in first.stderr, first.stderr
+        assert first.returncode == 3 and "make the plan there" in first.stderr, first.stderr
         planned = setups["cp3"].run("restore", "--plan-only", "--plan-file", str(plan_path), "--backup", "latest",
                                     "-o", "json")
         assert planned.returncode == 0, planned.stderr
