@@ -65,14 +65,7 @@ def test_single_node_kubeadm_restore_from_s3(tmp_path: Path, s3_bucket: tuple[Se
         assert snap.returncode == 0, snap.stderr
         with wait_serving(node.etcd_endpoint, tls) as c:
             c.put(b"/registry/pods/default/after-backup", b"lost")
-        # the disaster: the db is destroyed; etcd crash-loops under the kubelet
-        db = node.etcd_data_dir / "member" / "snap" / "db"
-        (node.manifests_dir / "etcd.yaml").rename(tmp_path / "etcd.yaml")
-        deadline = time.monotonic() + 30
-        while kubelet.running("etcd.yaml") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        db.write_bytes(b"\0" * 4096)
-        (tmp_path / "etcd.yaml").rename(node.manifests_dir / "etcd.yaml")
+        destroy_db(node, kubelet, tmp_path / "etcd.yaml")  # the disaster: etcd crash-loops under the kubelet
 
         result = s.run("restore", "--yes", "--backup", "latest")
         assert result.returncode == 0, result.stderr
