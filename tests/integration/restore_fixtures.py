@@ -172,7 +172,8 @@ def repo_on_pythonpath() -> Iterator[None]:
 
 
 def destroy_db(node: KubeadmNode, kubelet: Kubelet, aside: Path) -> None:
-    """The disaster: the member's db is overwritten with zeros (etcd crash-loops under the kubelet)."""
+    """The disaster: etcd dies and its db is overwritten with zeros (etcd crash-loops under the kubelet)."""
+    kubelet.crash("etcd.yaml")
     (node.manifests_dir / "etcd.yaml").rename(aside)
     deadline = time.monotonic() + 30
     while kubelet.running("etcd.yaml") and time.monotonic() < deadline:

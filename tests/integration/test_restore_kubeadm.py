@@ -261,12 +261,13 @@ def test_wal_dir_restored_in_place_and_rolled_back(tmp_path: Path, s3_bucket: tu
         assert (old_data / "member" / "snap" / "db").read_bytes() == b"\0" * 4096
         assert wal_ids(old_wal)[0] == old_wal_id
 
-        # killed after restore-snapshot, then --rollback: the data and wal dirs of the member before are back
+        # killed once the restored data and wal dirs took the old ones' place (swap-in), then --rollback:
+        # the data and wal dirs of the member before are back
         with wait_serving(node.etcd_endpoint, tls) as c:
             c.put(b"/registry/pods/default/before-rollback", b"old")
             old_rev = c.status().revision
         crashed = s.run("restore", "--yes", "--force", "--backup", "latest",
-                        env={"ETCDGUARD_TEST_CRASH_AFTER_STEP": "restore-snapshot"})
+                        env={"ETCDGUARD_TEST_CRASH_AFTER_STEP": "swap-in"})
         assert crashed.returncode == -9, crashed.stderr
         assert wal_ids(wal)[0] != member.id  # the crashed run had restored a new member in place
         rolled = s.run("restore", "--rollback")

@@ -95,6 +95,15 @@ class Kubelet:
         """The containers as the crictl stand-in reads them."""
         return self.log_dir / "crictl-state.json"
 
+    def crash(self, name: str) -> None:
+        """SIGKILL the processes of the pod from manifest ``name`` (it is restarted after the back-off)."""
+        with self._lock:
+            pod = self.pods.get(name)
+            if pod is not None and pod.process is not None and pod.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pod.process.pid, signal.SIGKILL)
+                pod.process.wait(10)
+
     def running(self, name: str) -> bool:
         pod = self.pods.get(name)
         return bool(pod and pod.process and pod.process.poll() is None)
@@ -116,8 +125,9 @@ class Kubelet:
     def _sync(self) -> None:
         found = self._manifests()
         for name in list(self.pods):
-            if name not in found:
-                self._bury(self.pods.pop(name), self.crictl_linger)
+            if name not in found:  # running() stays true until its process is gone
+                self._bury(self.pods[name], self.crictl_linger)
+                del self.pods[name]
         for name, path in found.items():
             try:
                 data = path.read_bytes()
@@ -129,7 +139,8 @@ class Kubelet:
             digest = hashlib.sha256(data + f"{st.st_ino}:{st.st_mtime_ns}".encode()).hexdigest()
             pod = self.pods.get(name)
             if pod is not None and pod.digest != digest:
-                self._bury(self.pods.pop(name), self.crictl_linger)
+                self._bury(pod, self.crictl_linger)
+                del self.pods[name]
                 pod = None
             if pod is None:
                 parsed = _command(data)
