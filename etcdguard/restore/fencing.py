@@ -22,6 +22,8 @@ from etcdguard.errors import EtcdGuardError
 from etcdguard.etcd.client import MemberClient, TLSFiles
 from etcdguard.restore.discovery import url_port
 
+SILENT_GRACE = 5.0
+
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     """True when something accepts TCP connections on ``host:port``."""
@@ -102,9 +104,27 @@ class FenceResult:
         return not self.alive
 
 
+def peer_answer(url: str, tls: TLSFiles | None, grace: float, poll: float = 0.3) -> tuple[bool, str | None]:
+    """(open, cluster id) of a peer port. One that accepts connections without answering is asked
+    again for ``grace`` seconds: a member that is starting (loading its db) opens its peer port before
+    it answers, and one crash-looping closes it again; a hung one stays silent."""
+    host, port = url_port(url)
+    deadline = time.monotonic() + grace
+    while True:
+        answered = peer_cluster_id(url, tls)
+        if answered is not None:
+            return True, answered
+        if not port_open(host, port):
+            return False, None
+        if time.monotonic() >= deadline:
+            return True, None
+        time.sleep(poll)
+
+
 def check_fence(targets: Iterable[FenceTarget], new_cluster_id: str, *, peer_tls: TLSFiles | None = None,
-                client_tls: TLSFiles | None = None) -> FenceResult:
-    """Probe every target: closed ports pass, the restored cluster's own members pass, the rest fail.
+                client_tls: TLSFiles | None = None, silent_grace: float = SILENT_GRACE) -> FenceResult:
+    """Probe every target: closed ports pass, the restored cluster's own members pass, the rest fail
+    (a peer port that stays silent for ``silent_grace`` seconds too, see :func:`peer_answer`).
 
     The probes of one kind run side by side (a port that accepts but does not answer costs its
     timeout once, not once per target); peer ports first, since a restored member that waits for
@@ -115,7 +135,10 @@ def check_fence(targets: Iterable[FenceTarget], new_cluster_id: str, *, peer_tls
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(ordered)))) as pool:
         is_open = dict(zip(ordered, pool.map(lambda t: port_open(*url_port(t.url)), ordered), strict=True))
         peers = [t for t in ordered if t.kind == "peer" and is_open[t]]
-        peer_ids = dict(zip(peers, pool.map(lambda t: peer_cluster_id(t.url, peer_tls), peers), strict=True))
+        answers = dict(zip(peers, pool.map(lambda t: peer_answer(t.url, peer_tls, silent_grace), peers),
+                           strict=True))
+        is_open.update({t: still_open for t, (still_open, _) in answers.items()})
+        peer_ids = {t: answered for t, (_, answered) in answers.items()}
         restored = {t.member for t in peers if peer_ids[t] == new_cluster_id}
         clients = [t for t in ordered if t.kind == "client" and is_open[t] and t.member not in restored]
         client_ids = dict(zip(clients, pool.map(lambda t: client_cluster_id(t.url, client_tls), clients),
