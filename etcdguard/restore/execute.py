@@ -29,7 +29,7 @@ from etcdguard.etcd.datadir import wal_ids
 from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, child_env, restore
 from etcdguard.restore import crictl
 from etcdguard.restore.discovery import parse_initial_cluster, url_port
-from etcdguard.restore.fencing import FenceTarget, check_fence, port_open, wait_ports_closed
+from etcdguard.restore.fencing import check_fence, fence_targets, port_open, wait_ports_closed
 from etcdguard.restore.job import JobParams, Services
 from etcdguard.restore.plan import member_id
 from etcdguard.restore.preflight import owner_of, parse_owner, selinux_enabled
@@ -316,21 +316,14 @@ class RestoreJob:
     def _fence(self, *, remote_only: bool) -> str:
         """Probe the old world; ``remote_only`` leaves out this node's own member and apiserver
         (they are stopped by later steps)."""
-        local_urls = {*self.local.client_urls, *self.local.peer_urls, *self.local.listen_client_urls,
-                      *self.local.listen_peer_urls}
-        targets: list[FenceTarget] = []
-        for m in self.plan.old_members:
-            targets += [FenceTarget(f"old member {m.name} peer URL", u, "peer", m.name) for u in m.peer_urls]
-            targets += [FenceTarget(f"old member {m.name} client URL", u, "client", m.name) for u in m.client_urls]
-        apis = list(self.plan.apiserver_endpoints)
-        if self.p.apiserver is not None and not remote_only:
-            apis.append(self.p.apiserver.url)
-        targets += [FenceTarget("kube-apiserver", u, "apiserver") for u in dict.fromkeys(apis)]
+        api = self.p.apiserver
+        apis = [*self.plan.apiserver_endpoints, *([api.url] if api is not None and not remote_only else [])]
+        mine: set[tuple[str, int]] = set()
         if remote_only:
-            mine = {url_port(u) for u in local_urls}
-            if self.p.apiserver is not None:
-                mine.add((self.p.apiserver.host, self.p.apiserver.secure_port))
-            targets = [t for t in targets if url_port(t.url) not in mine]
+            mine = {url_port(u) for u in (*self.local.client_urls, *self.local.peer_urls,
+                                          *self.local.listen_client_urls, *self.local.listen_peer_urls)}
+            mine |= {(api.host, api.secure_port)} if api is not None else set()
+        targets = fence_targets(self.plan.old_members, apis, leave_out=mine)
         result = check_fence(targets, self.plan.new_cluster_id, peer_tls=self.p.peer_tls.files(),
                              client_tls=self.client_tls)
         if not result.ok:

@@ -13,7 +13,7 @@ import http.client
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from etcdguard.errors import EtcdGuardError
 from etcdguard.etcd.client import MemberClient, TLSFiles
 from etcdguard.restore.discovery import url_port
+from etcdguard.restore.plan import OldMember
 
 SILENT_GRACE = 5.0
 
@@ -102,6 +103,17 @@ class FenceResult:
     def ok(self) -> bool:
         """True when everything old is down."""
         return not self.alive
+
+
+def fence_targets(old_members: Iterable[OldMember], apiservers: Iterable[str], *,
+                  leave_out: Collection[tuple[str, int]] = ()) -> list[FenceTarget]:
+    """Every old member's peer and client URLs and every apiserver, but those on ``leave_out`` ports."""
+    targets: list[FenceTarget] = []
+    for m in old_members:
+        targets += [FenceTarget(f"old member {m.name} peer URL", u, "peer", m.name) for u in m.peer_urls]
+        targets += [FenceTarget(f"old member {m.name} client URL", u, "client", m.name) for u in m.client_urls]
+    targets += [FenceTarget("kube-apiserver", u, "apiserver") for u in dict.fromkeys(apiservers)]
+    return [t for t in targets if url_port(t.url) not in leave_out]
 
 
 def peer_answer(url: str, tls: TLSFiles | None, grace: float, poll: float = 0.3) -> tuple[bool, str | None]:

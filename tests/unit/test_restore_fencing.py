@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from etcdguard.etcd.tools import free_port
-from etcdguard.restore.fencing import FenceTarget, check_fence
+from etcdguard.restore.fencing import FenceTarget, check_fence, fence_targets
+from etcdguard.restore.plan import OldMember
 
 NEW_ID = "c0ffee"
 
@@ -86,3 +87,17 @@ def test_an_old_member_answering_its_own_cluster_id_is_fenced_off() -> None:
     with _peer(silent=0, cluster_id="0dd") as server:
         result = check_fence([_target(server)], NEW_ID, silent_grace=30)
     assert not result.ok and server.asked == 1
+
+
+def test_fence_targets_name_every_old_port_but_those_left_out() -> None:
+    old = [OldMember(name="m0", peer_urls=["https://10.0.0.1:2380"], client_urls=["https://10.0.0.1:2379"]),
+           OldMember(name="m1", peer_urls=["https://10.0.0.2:2380"], client_urls=[])]
+    apis = ["https://10.0.0.1:6443", "https://10.0.0.2:6443", "https://10.0.0.1:6443"]
+    every = fence_targets(old, apis)
+    assert [(t.kind, t.url, t.member) for t in every] == [
+        ("peer", "https://10.0.0.1:2380", "m0"), ("client", "https://10.0.0.1:2379", "m0"),
+        ("peer", "https://10.0.0.2:2380", "m1"),
+        ("apiserver", "https://10.0.0.1:6443", ""), ("apiserver", "https://10.0.0.2:6443", "")]
+    mine = {("10.0.0.1", 2380), ("10.0.0.1", 2379), ("10.0.0.1", 6443)}
+    assert [t.url for t in fence_targets(old, apis, leave_out=mine)] == ["https://10.0.0.2:2380",
+                                                                          "https://10.0.0.2:6443"]
