@@ -23,7 +23,9 @@ from etcdguard.etcd.client import MemberClient, TLSFiles
 from etcdguard.restore.discovery import url_port
 from etcdguard.restore.plan import OldMember
 
-SILENT_GRACE = 5.0
+# a restored member runs etcd's initial corruption check (kubeadm turns it on) before it serves its peer
+# port: up to 7s for each other member that does not answer yet
+SILENT_GRACE = 20.0
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -118,8 +120,9 @@ def fence_targets(old_members: Iterable[OldMember], apiservers: Iterable[str], *
 
 def peer_answer(url: str, tls: TLSFiles | None, grace: float, poll: float = 0.3) -> tuple[bool, str | None]:
     """(open, cluster id) of a peer port. One that accepts connections without answering is asked
-    again for ``grace`` seconds: a member that is starting (loading its db) opens its peer port before
-    it answers, and one crash-looping closes it again; a hung one stays silent."""
+    again for ``grace`` seconds: a member that is starting (loading its db, checking it against its
+    peers) opens its peer port before it answers, and one crash-looping closes it again; a hung one
+    stays silent."""
     host, port = url_port(url)
     deadline = time.monotonic() + grace
     while True:
