@@ -112,6 +112,14 @@ class StoredObject(_Record):
     recipients: list[str] = Field(default_factory=list)
 
 
+class ClusterMember(_Record):
+    """A voting member when the backup was taken: a restore's plan can name every member from it."""
+
+    name: str
+    peer_urls: list[str]
+    client_urls: list[str] = Field(default_factory=list)
+
+
 class Manifest(_Record):
     """Everything needed to trust, verify and restore one backup."""
 
@@ -121,6 +129,7 @@ class Manifest(_Record):
     source: SourceMember
     hashkv: HashKVRecord
     key_counts: KeyCounts | None = None
+    members: list[ClusterMember] | None = None  # None: not recorded (older backups)
     snapshot: SnapshotInfo
     stored: StoredObject
     signing_key_id: str | None

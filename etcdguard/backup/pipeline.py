@@ -32,6 +32,7 @@ from etcdguard.backup.manifest import (
     ENCRYPTED_OBJECT,
     MANIFEST_NAME,
     PLAIN_OBJECT,
+    ClusterMember,
     ClusterRef,
     HashKVRecord,
     KeyCounts,
@@ -216,6 +217,17 @@ def _pump(reader: SnapshotReader, pipe: BytePipe) -> None:
     if parts:
         pipe.put(b"".join(parts))
     pipe.close_write()
+
+
+def _voting_members(client: EtcdMember) -> list[ClusterMember] | None:
+    """The cluster's voting members for the manifest (None, with a warning, when they cannot be read)."""
+    try:
+        listed = client.member_list()
+    except EtcdGuardError as exc:
+        log.warning("the member list could not be read for the manifest: %s", exc)
+        return None
+    return [ClusterMember(name=m.name, peer_urls=list(m.peer_urls), client_urls=list(m.client_urls))
+            for m in listed if not m.is_learner and m.name]
 
 
 def _stream(request: BackupRequest, client: EtcdMember, writer: BlobWriter,
@@ -431,6 +443,7 @@ def _backup_into(request: BackupRequest, store: BlobStore, client: EtcdMember, c
             hashkv=HashKVRecord(revision=hashkv.revision, hash=hashkv.hash,
                                 compact_revision=hashkv.compact_revision),
             key_counts=counts,
+            members=_voting_members(client),
             snapshot=streamed.snapshot,
             stored=StoredObject(key=object_name, size=streamed.stored_size, sha256=streamed.stored_sha256,
                                 compression_level=request.compression_level,

@@ -125,8 +125,10 @@ def peer_answer(url: str, tls: TLSFiles | None, grace: float, poll: float = 0.3)
     stays silent."""
     host, port = url_port(url)
     deadline = time.monotonic() + grace
+    timeout = 0.5  # short at first (a starting member may drop the first request), longer for far peers
     while True:
-        answered = peer_cluster_id(url, tls)
+        answered = peer_cluster_id(url, tls, timeout=timeout)
+        timeout = min(4.0, timeout * 2)
         if answered is not None:
             return True, answered
         if not port_open(host, port):

@@ -260,7 +260,7 @@ def kit_hint(diag: Diagnosis, catalog: Catalog | None) -> str:
             "then run etcdguard restore again")
 
 
-def _plan_members(diag: Diagnosis, single: bool) -> list[PlanMember]:
+def _plan_members(diag: Diagnosis, single: bool, manifest: Manifest | None) -> list[PlanMember]:
     local = diag.local
     if local is None:
         raise ConfigError("no local etcd member found: no etcd.yaml in the manifests dir and no restore.member "
@@ -269,12 +269,15 @@ def _plan_members(diag: Diagnosis, single: bool) -> list[PlanMember]:
     if single:
         return [me]
     cluster = parse_initial_cluster(local.initial_cluster or "")
+    recorded = {m.name: tuple(m.peer_urls) for m in manifest.members or ()} if manifest is not None else {}
+    if len(cluster) < 2 and len(recorded) >= 2 and local.name in recorded:
+        cluster = recorded  # e.g. kubeadm's first node names only itself: the backup names everyone
     if len(cluster) < 2:
         where = (" (kubeadm writes every member into the etcd.yaml of the last control-plane node it joined: "
                  "make the plan there)" if diag.run_mode == "kubeadm" else "")
         raise ConfigError(f"a multi-member plan needs every member's name and peer URL, and {local.name}'s "
-                          f"--initial-cluster names only itself{where}; or restore this node alone with "
-                          "--single-member")
+                          f"--initial-cluster names only itself (nor does the backup name its members){where}; "
+                          "or restore this node alone with --single-member")
     health = diag.assessment.health
     clients = {m.name: list(m.client_urls) for m in health.members} if health else {}
     return [me if name == local.name else PlanMember(name=name, peer_urls=list(urls),
@@ -304,7 +307,7 @@ def build(diag: Diagnosis, rec: Recommendation, manifest: Manifest | None, choic
         f"{a.health.cluster_id:x}" if a.health and a.health.cluster_id else "") or (
         f"{a.local_data.cluster_id:x}" if a.local_data and a.local_data.cluster_id else "unknown")
     return build_plan(cluster_name=a.cluster_name, old_cluster_id=cluster_id, path=rec.path.value,
-                      source=source, members=_plan_members(diag, rec.single_member), bump_revision=bump,
+                      source=source, members=_plan_members(diag, rec.single_member, manifest), bump_revision=bump,
                       kubernetes=kubernetes, old_members=_old_members(diag),
                       apiserver_endpoints=apiserver_endpoints)
 
