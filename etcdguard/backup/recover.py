@@ -14,7 +14,8 @@ written from the decoding thread while they are still in the CPU cache. That is 
 signed stored sha256 pins every byte age decrypts (its ChaCha20-Poly1305 chunks are
 authenticated) and zstd inflates; the trailer, which the backup checked against etcd's body
 hash when it was taken, must equal the signed one; and the restore checks the body against
-that trailer again (beside ``snapshot restore``, before anything is changed).
+that trailer again (beside ``snapshot restore``, before anything is changed). That mode
+decrypts with :mod:`etcdguard.backup.agefile` (about four times pyrage's speed).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import pyrage
 import zstandard
 
 from etcdguard import interrupts
+from etcdguard.backup.agefile import AgeError, AgeReader
 from etcdguard.backup.manifest import Manifest
 from etcdguard.backup.streams import TRAILER_BYTES, BytePipe, HashingReader, PipeClosedError
 from etcdguard.errors import ConfigError, IntegrityError
@@ -364,8 +366,10 @@ def recover_snapshot(
     ok = False
     try:
         try:
-            _decode(download.output, sink, identities if encrypted else None,
-                    DIRECT_BLOCK if for_etcdutl else READ_SIZE)
+            if for_etcdutl:
+                _decode_direct(download.output, sink, identities if encrypted else None)
+            else:
+                _decode(download.output, sink, identities if encrypted else None, READ_SIZE)
             download.finish()
         except BaseException as exc:
             _explain(exc, manifest, download, sink)
@@ -412,6 +416,22 @@ def _decode(source: io.RawIOBase, sink: _PlainSink | _DirectSink, identities: li
     decompressor.flush()
 
 
+def _decode_direct(source: io.RawIOBase, sink: _PlainSink | _DirectSink,
+                   identities: list[pyrage.x25519.Identity] | None) -> None:
+    """:func:`_decode` with :class:`~etcdguard.backup.agefile.AgeReader` for the decryption,
+    writing zstd's output in cache-sized blocks."""
+    decompressor: Any = zstandard.ZstdDecompressor().stream_writer(
+        cast(BinaryIO, sink), write_size=DIRECT_BLOCK, closefd=False)
+    if identities is not None:
+        reader = AgeReader(source, [str(i) for i in identities])
+        while chunk := reader.read_chunk():
+            decompressor.write(chunk)
+    else:
+        while chunk := source.read(READ_SIZE):
+            decompressor.write(chunk)
+    decompressor.flush()
+
+
 def _explain(exc: BaseException, manifest: Manifest, download: _Download, sink: _PlainSink | _DirectSink) -> None:
     """Raise the error behind a failed decode, or return to let ``exc`` propagate."""
     what = f"backup {manifest.backup_id}"
@@ -424,7 +444,7 @@ def _explain(exc: BaseException, manifest: Manifest, download: _Download, sink: 
             raise error from None
     if isinstance(exc, zstandard.ZstdError):
         raise IntegrityError(f"{what}: compressed data is corrupt") from None
-    if isinstance(exc, pyrage.DecryptError | OSError | PipeClosedError):
+    if isinstance(exc, pyrage.DecryptError | AgeError | OSError | PipeClosedError):
         download.finish()  # hash the rest: damaged object, or wrong identity?
         reader = download.reader
         if reader.size != stored.size or reader.sha256 != stored.sha256:

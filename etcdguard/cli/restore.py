@@ -30,8 +30,9 @@ from etcdguard.restore.plan import RestorePlan, read_plan, write_plan
 from etcdguard.restore.recommend import Recommendation, RestorePath, human_age
 from etcdguard.steps import StepRecord, StepState, step_line
 
-# Test-only: SIGKILL this process right after the named step is recorded done (crash-safety tests).
-_CRASH_HOOK = "ETCDGUARD_TEST_CRASH_AFTER_STEP"
+# Test-only: SIGKILL (crash-safety tests) or SIGSTOP (signal tests: the test then sends its signal
+# and SIGCONT) this process right after the named step is recorded done.
+_STEP_HOOKS = {"ETCDGUARD_TEST_CRASH_AFTER_STEP": signal.SIGKILL, "ETCDGUARD_TEST_PAUSE_AFTER_STEP": signal.SIGSTOP}
 
 
 class _Printer:
@@ -48,8 +49,9 @@ class _Printer:
             self._stop_bar()
             if not self.quiet:
                 stderr.print(step_line(record, 20), highlight=False)
-            if record.state is StepState.done and os.environ.get(_CRASH_HOOK) == record.name:
-                os.kill(os.getpid(), signal.SIGKILL)
+            for hook, sig in _STEP_HOOKS.items():
+                if record.state is StepState.done and os.environ.get(hook) == record.name:
+                    os.kill(os.getpid(), sig)
 
     def fetch_start(self, total: int | None) -> None:
         if self.quiet or not stderr.is_terminal:
