@@ -154,15 +154,21 @@ def check_fence(targets: Iterable[FenceTarget], new_cluster_id: str, *, peer_tls
         peers = [t for t in ordered if t.kind == "peer" and is_open[t]]
         answers = dict(zip(peers, pool.map(lambda t: peer_answer(t.url, peer_tls, silent_grace), peers),
                            strict=True))
+        # a member that started between the port scan and now: its client port is open, its peer
+        # port was not; it tells its cluster id there sooner than a client port waiting for quorum
+        open_clients = {t.member for t in ordered if t.kind == "client" and is_open[t]}
+        late = [t for t in ordered if t.kind == "peer" and not is_open[t] and t.member in open_clients]
+        answers.update(zip(late, pool.map(lambda t: peer_answer(t.url, peer_tls, silent_grace), late), strict=True))
         is_open.update({t: still_open for t, (still_open, _) in answers.items()})
         peer_ids = {t: answered for t, (_, answered) in answers.items()}
-        restored = {t.member for t in peers if peer_ids[t] == new_cluster_id}
+        peers = [t for t in ordered if t.kind == "peer" and is_open[t]]
+        restored = {t.member for t in peers if peer_ids.get(t) == new_cluster_id}
         clients = [t for t in ordered if t.kind == "client" and is_open[t] and t.member not in restored]
         client_ids = dict(zip(clients, pool.map(lambda t: client_cluster_id(t.url, client_tls), clients),
                               strict=True))
     alive: list[str] = []
     for t in ordered:
-        if not is_open[t] or (t.kind == "peer" and peer_ids[t] == new_cluster_id):
+        if not is_open[t] or (t.kind == "peer" and peer_ids.get(t) == new_cluster_id):
             continue
         if t.kind == "client":
             if t.member in restored:
