@@ -10,8 +10,9 @@ and round, both sequences in the same run, the first one alternating between rou
 started from the same state (the other's files removed and synced: on ext4 an fsync of the
 second would otherwise also write back what the first left in the page cache):
 
-* raw: on every member's node at once, what an operator types there: download the object
-  (boto3), ``age -d | zstd -d`` to a snapshot file, ``etcdutl snapshot restore`` (with the same
+* raw: on every member's node at once, what an operator types there: download the object (a
+  process of its own running boto3's ``download_file``, as ``aws s3 cp`` does: parallel ranged
+  GETs), ``age -d | zstd -d`` to a snapshot file, ``etcdutl snapshot restore`` (with the same
   --bump-revision/--mark-compacted), start the member; then wait until every member serves;
 * etcdguard: ``etcdguard restore --yes`` on one node (command run mode), or ``--plan-only
   --plan-file`` then every member's part in parallel; the fetch time comes from the journal.
@@ -39,7 +40,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 for p in (REPO, REPO / "bench"):
@@ -65,11 +65,17 @@ MB = 1_000_000
 CORES = os.cpu_count() or 1
 
 
-def _raw_fetch(s3: Any, bucket: str, key: str, identity: Path, work: Path) -> Path:
-    """Download the object, then ``age -d | zstd -d`` to a snapshot file."""
+# what `aws s3 cp s3://BUCKET/KEY FILE` does (the AWS CLI is botocore too), as its own process
+_DOWNLOAD = ("import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1])"
+             ".download_file(sys.argv[2], sys.argv[3], sys.argv[4])")
+
+
+def _raw_fetch(endpoint: str, bucket: str, key: str, identity: Path, work: Path) -> Path:
+    """Download the object (a command of its own, like ``aws s3 cp``), then ``age -d | zstd -d``
+    to a snapshot file."""
     work.mkdir(parents=True, exist_ok=True)
     obj, snap = work / "snapshot.db.zst.age", work / "snapshot.db"
-    s3.download_file(bucket, key, str(obj))
+    subprocess.run([sys.executable, "-c", _DOWNLOAD, endpoint, bucket, key, str(obj)], check=True)
     with snap.open("wb") as out:
         age = subprocess.Popen(["age", "-d", "-i", str(identity), str(obj)], stdout=subprocess.PIPE)
         subprocess.run(["zstd", "-d", "-q", "-c"], stdin=age.stdout, stdout=out, check=True)
@@ -80,7 +86,7 @@ def _raw_fetch(s3: Any, bucket: str, key: str, identity: Path, work: Path) -> Pa
     return snap
 
 
-def raw(s3: Any, bucket: str, key: str, identity: Path, tool: SnapshotTool, nodes: list[CmdNode], bump: int,
+def raw(endpoint: str, bucket: str, key: str, identity: Path, tool: SnapshotTool, nodes: list[CmdNode], bump: int,
         work: Path) -> tuple[float, float]:
     """What an operator types on each node, all nodes at once; returns (fetch seconds, total seconds).
 
@@ -92,7 +98,7 @@ def raw(s3: Any, bucket: str, key: str, identity: Path, tool: SnapshotTool, node
     fetched: list[float] = []
 
     def one(n: CmdNode) -> None:
-        snap = _raw_fetch(s3, bucket, key, identity, work / n.name)
+        snap = _raw_fetch(endpoint, bucket, key, identity, work / n.name)
         fetched.append(time.monotonic() - began)
         restore(tool, RestoreSpec(snapshot=snap, data_dir=n.data_dir, name=n.name, initial_cluster=cluster,
                                   token="raw", bump_revision=bump, mark_compacted=True))
@@ -167,7 +173,8 @@ def run(args: argparse.Namespace, base: Path) -> int:
                 def run_raw(work: Path = work, members: int = members) -> tuple[float, float]:
                     raw_nodes = make_nodes(work / "raw", install, members)
                     try:
-                        return raw(weed.client(), bucket, key, keys.identity, tool, raw_nodes, bump, work / "raw")
+                        return raw(weed.endpoint_url, bucket, key, keys.identity, tool, raw_nodes, bump,
+                                   work / "raw")
                     finally:
                         for n in raw_nodes:
                             n.kill()

@@ -152,7 +152,9 @@ def _confirm(question: str, yes: bool, default: bool = False) -> None:
 
 
 def _finish(params: JobParams, cfg: Settings, quiet: bool) -> None:
-    """The final cluster verdict and what to do next."""
+    """The final cluster verdict and what to do next (neither is printed with --quiet)."""
+    if quiet:
+        return
     plan = params.plan
     job_local = params.local.member()
     endpoints = [u for u in job_local.listen_client_urls if "127.0.0.1" in u] or list(job_local.client_urls)
@@ -161,8 +163,6 @@ def _finish(params: JobParams, cfg: Settings, quiet: bool) -> None:
                                        "cert": tls.cert if tls else None, "key": tls.key if tls else None})
     with open_connection(etcd) as conn:
         verdict = assess_quorum(list(probe_cluster(conn, cfg.monitor).members))
-    if quiet:
-        return
     stderr.print(f"[bold]cluster verdict[/] {escape(verdict.headline)}: {escape(verdict.reason)}")
     stderr.print("[bold]next steps[/]")
     if plan.single and len(plan.old_members) > 1:
