@@ -338,7 +338,10 @@ class RestoreJob:
         return self._fence(remote_only=False)
 
     def start_etcd(self, ctx: StepContext) -> str:
-        flags: dict[str, str] = {}
+        # the restored cluster's token (etcd reads it only when bootstrapping): a kubeadm manifest
+        # then differs from the crash-looping one, so the kubelet starts a new pod at once instead
+        # of inheriting its restart back-off (up to five minutes)
+        flags: dict[str, str] = {"initial-cluster-token": self.plan.token}
         if self.local.initial_cluster != self.plan.initial_cluster:
             flags["initial-cluster"] = self.plan.initial_cluster
         env = {"ETCDGUARD_MEMBER_NAME": self.member.name, "ETCDGUARD_DATA_DIR": str(self.local.data_dir),

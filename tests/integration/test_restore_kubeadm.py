@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -84,6 +85,10 @@ def test_single_node_kubeadm_restore_from_s3(tmp_path: Path, s3_bucket: tuple[Se
         kept = list(node.etcd_data_dir.parent.glob("etcd.etcdguard-old-*"))
         assert len(kept) == 1 and (kept[0] / "member" / "snap" / "db").read_bytes() == b"\0" * 4096
         assert sorted(p.name for p in node.manifests_dir.iterdir()) == ["etcd.yaml", "kube-apiserver.yaml"]
+        # the restored manifest names the new token: a new static pod, not the crash-looping one
+        (journal,) = (s.state_dir / "journal").glob("restore-*.json")
+        token = json.loads(journal.read_text())["params"]["plan"]["token"]
+        assert f"--initial-cluster-token={token}" in (node.manifests_dir / "etcd.yaml").read_text()
         assert port_open("127.0.0.1", node.apiserver_port)
         assert kubelet.running("kube-apiserver.yaml")
         assert not list((s.state_dir).glob("*/snapshot.db"))  # no decrypted copy left behind
