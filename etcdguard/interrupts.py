@@ -22,7 +22,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import FrameType
 from typing import Any
 
@@ -192,3 +192,14 @@ def run_deferred(fn: Callable[[], None]) -> None:
     """Call ``fn`` (a cleanup) under :func:`deferred`."""
     with deferred():
         fn()
+
+
+def shielded() -> AbstractContextManager[None]:
+    """Keep an interrupt out of library code that is not safe against one (gRPC's call and channel
+    locks: an exception raised while one is held can leave it held, and the process hangs in
+    its cleanup). In the main thread with a guard installed the interrupt waits for the block
+    (which the caller bounds with a timeout); elsewhere this does nothing."""
+    guard = installed()
+    if guard is None or threading.current_thread() is not threading.main_thread():
+        return nullcontext()
+    return guard.deferring()

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from etcdguard import interrupts
 from etcdguard.errors import ConfigError, EtcdUnavailableError
 from etcdguard.etcd.channel import CallGroup, Link
 from etcdguard.etcd.channel import parse_endpoint as parse_endpoint
@@ -191,6 +192,10 @@ class MemberClient:
         return None if token is None else (("token", token),)
 
     def _invoke(self, what: str, method: Any, request: Any, metadata: Any, timeout: float) -> Any:
+        with interrupts.shielded():  # a stop lands after the call (bounded by ``timeout``), not in gRPC
+            return self._invoke_unshielded(what, method, request, metadata, timeout)
+
+    def _invoke_unshielded(self, what: str, method: Any, request: Any, metadata: Any, timeout: float) -> Any:
         group = self._group
         try:
             if group is None:
@@ -287,7 +292,8 @@ class MemberClient:
 
     def _snapshot_stream(self, metadata: Any, idle_timeout: float,
                          started: list[bool]) -> Generator[bytes, None, None]:
-        call = self._link.maintenance.Snapshot(rpc_pb2.SnapshotRequest(), metadata=metadata)
+        with interrupts.shielded():
+            call = self._link.maintenance.Snapshot(rpc_pb2.SnapshotRequest(), metadata=metadata)
         last = [time.monotonic()]
         done = threading.Event()
         idle = threading.Event()
@@ -301,8 +307,13 @@ class MemberClient:
 
         thread = threading.Thread(target=watchdog, name="etcd-snapshot-watchdog", daemon=True)
         thread.start()
+        messages = iter(call)
         try:
-            for message in call:
+            while True:
+                with interrupts.shielded():  # a stop lands between chunks (the watchdog bounds a stall)
+                    message = next(messages, None)
+                if message is None:
+                    break
                 last[0] = time.monotonic()
                 if message.blob:
                     started.append(True)
@@ -315,7 +326,8 @@ class MemberClient:
             raise translate_rpc_error(err, self.endpoint, "Snapshot") from None
         finally:
             done.set()
-            call.cancel()
+            with interrupts.shielded():
+                call.cancel()
 
     # -- cluster --------------------------------------------------------------------------
     def member_list(self) -> list[MemberInfo]:

@@ -35,7 +35,8 @@ class Running:
 
     def __init__(self, cli: CLI, args: list[str], env: dict[str, str], workdir: Path) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCDGUARD_", "AWS_"))}
-        full_env.update({"HOME": str(cli.home), "XDG_DATA_HOME": str(cli.home / "data"), "COLUMNS": "200"})
+        full_env.update({"HOME": str(cli.home), "XDG_DATA_HOME": str(cli.home / "data"), "COLUMNS": "200",
+                         "PYTHONFAULTHANDLER": "1"})  # SIGABRT prints every thread's stack (a hang's report)
         full_env.update(cli.extra_env)
         full_env.update(env)
         exe = shutil.which("etcdguard") or sys.executable
@@ -72,7 +73,13 @@ class Running:
         """Send ``sig`` to the (paused) process, let it continue, wait for it to exit."""
         os.kill(self.proc.pid, sig)
         os.kill(self.proc.pid, signal.SIGCONT)
-        self.proc.wait(timeout)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:  # a hang: make it say where every thread is
+            os.kill(self.proc.pid, signal.SIGABRT)
+            self.proc.wait(30)
+            raise AssertionError(f"still running {timeout:g}s after {signal.Signals(sig).name}; its threads:\n"
+                                 f"{self.stderr_text()[-12000:]}") from None
         return Stopped(self.proc.returncode, self.stdout_path.read_text(errors="replace"), self.stderr_text())
 
     def kill(self) -> None:
