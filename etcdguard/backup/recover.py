@@ -366,10 +366,10 @@ def recover_snapshot(
     ok = False
     try:
         try:
-            if for_etcdutl:
+            if isinstance(sink, _DirectSink):
                 _decode_direct(download.output, sink, identities if encrypted else None)
             else:
-                _decode(download.output, sink, identities if encrypted else None, READ_SIZE)
+                _decode(download.output, sink, identities if encrypted else None)
             download.finish()
         except BaseException as exc:
             _explain(exc, manifest, download, sink)
@@ -399,12 +399,10 @@ def recover_snapshot(
             tmp.unlink(missing_ok=True)
 
 
-def _decode(source: io.RawIOBase, sink: _PlainSink | _DirectSink, identities: list[pyrage.x25519.Identity] | None,
-            block: int) -> None:
-    """age-decrypt (unless ``identities`` is None) and zstd-decompress ``source`` into ``sink``
-    in output blocks of ``block`` bytes."""
+def _decode(source: io.RawIOBase, sink: _PlainSink, identities: list[pyrage.x25519.Identity] | None) -> None:
+    """age-decrypt (unless ``identities`` is None) and zstd-decompress ``source`` into ``sink``."""
     decompressor: Any = zstandard.ZstdDecompressor().stream_writer(
-        cast(BinaryIO, sink), write_size=block, closefd=False)
+        cast(BinaryIO, sink), write_size=READ_SIZE, closefd=False)
     # age hands out 8 KiB writes: batch them so zstd works (and releases the GIL) on whole blocks
     batched = io.BufferedWriter(cast(io.RawIOBase, decompressor), buffer_size=READ_SIZE)
     if identities is not None:
@@ -416,7 +414,7 @@ def _decode(source: io.RawIOBase, sink: _PlainSink | _DirectSink, identities: li
     decompressor.flush()
 
 
-def _decode_direct(source: io.RawIOBase, sink: _PlainSink | _DirectSink,
+def _decode_direct(source: io.RawIOBase, sink: _DirectSink,
                    identities: list[pyrage.x25519.Identity] | None) -> None:
     """:func:`_decode` with :class:`~etcdguard.backup.agefile.AgeReader` for the decryption,
     writing zstd's output in cache-sized blocks."""

@@ -33,8 +33,7 @@ from etcdguard.restore.fencing import check_fence, fence_targets, port_open, wai
 from etcdguard.restore.job import JobParams, Services
 from etcdguard.restore.plan import member_id
 from etcdguard.restore.preflight import owner_of, parse_owner, selinux_enabled
-from etcdguard.restore.runmode import CommandRunMode, KubeadmStaticPods, RunMode, SystemdRunMode
-from etcdguard.restore.settings import RestoreConfig
+from etcdguard.restore.runmode import KubeadmStaticPods, RunMode, run_mode_for
 from etcdguard.restore.source import SourceSteps
 from etcdguard.steps import Step, StepContext
 
@@ -78,10 +77,7 @@ class RestoreJob:
                                   lambda: self._fence(remote_only=True))
 
     def _mode(self) -> RunMode:
-        if self.p.run_mode == "kubeadm":
-            return KubeadmStaticPods(Path(self.p.manifests_dir))
-        cfg: RestoreConfig = self.s.settings.restore
-        return SystemdRunMode(cfg) if self.p.run_mode == "systemd" else CommandRunMode(cfg)
+        return run_mode_for(self.s.settings.restore, Path(self.p.manifests_dir), self.p.run_mode)
 
     @property
     def endpoint(self) -> str:
