@@ -4,8 +4,11 @@
     python bench/restore.py                      # >= 500 MB db, 1 and 3 members
     python bench/restore.py --size-mb 100 --members 1
 
-Builds one etcd 3.5.16 db of ``--size-mb`` MB with Kubernetes-like keys, takes one real backup
-(zstd + age + signed manifest) into a SeaweedFS bucket on 127.0.0.1, then for each member count
+Builds an etcd 3.5.16 db of ``--size-mb`` MB with Kubernetes-like keys on a three-member cluster
+(command run mode, fixed ports), takes one real backup of it (zstd + age + signed manifest,
+recording the members) into a SeaweedFS bucket on 127.0.0.1 and loses the cluster. Three-member
+rounds restore it on the same names and ports, as after a real loss; one-member rounds restore
+it onto a new node with ``--single-member``. Then, for each member count
 and round, both sequences in the same run, the first one alternating between rounds, each
 started from the same state (the other's files removed and synced: on ext4 an fsync of the
 second would otherwise also write back what the first left in the page cache):
@@ -14,8 +17,9 @@ second would otherwise also write back what the first left in the page cache):
   process of its own running boto3's ``download_file``, as ``aws s3 cp`` does: parallel ranged
   GETs), ``age -d | zstd -d`` to a snapshot file, ``etcdutl snapshot restore`` (with the same
   --bump-revision/--mark-compacted), start the member; then wait until every member serves;
-* etcdguard: ``etcdguard restore --yes`` on one node (command run mode), or ``--plan-only
-  --plan-file`` then every member's part in parallel; the fetch time comes from the journal.
+* etcdguard: ``etcdguard restore --yes --single-member`` on one node (command run mode), or
+  ``--plan-only --plan-file`` then every member's part in parallel; the fetch time and each
+  part's timeline come from the journals.
 
 Three members: a real deployment runs each part on its own node, and each node fetches its own
 copy. On one machine both sequences therefore fetch once per member, side by side, sharing its
@@ -31,6 +35,7 @@ decides the ratio) with the load average. Everything it starts is stopped and re
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -40,6 +45,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 for p in (REPO, REPO / "bench"):
@@ -56,9 +63,9 @@ from etcdguard.etcd.local import wait_until_serving  # noqa: E402
 from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, restore  # noqa: E402
 from etcdguard.restore.recommend import bump_amount  # noqa: E402
 from etcdguard.storage import open_store  # noqa: E402
-from tests.integration.restore_command_nodes import CmdNode, make_nodes  # noqa: E402
+from tests.integration.restore_command_nodes import CmdNode, make_nodes, start_all  # noqa: E402
 from tests.integration.restore_fixtures import write_config  # noqa: E402
-from tests.support.etcd_cluster import etcd_cluster, installation  # noqa: E402
+from tests.support.etcd_cluster import installation  # noqa: E402
 from tests.support.seaweed import SeaweedS3  # noqa: E402
 
 MB = 1_000_000
@@ -97,37 +104,64 @@ def raw(endpoint: str, bucket: str, key: str, identity: Path, tool: SnapshotTool
     cluster = {n.name: [n.peer_url] for n in nodes}
     fetched: list[float] = []
 
+    marks: dict[str, str] = {}
+
     def one(n: CmdNode) -> None:
         snap = _raw_fetch(endpoint, bucket, key, identity, work / n.name)
         fetched.append(time.monotonic() - began)
         restore(tool, RestoreSpec(snapshot=snap, data_dir=n.data_dir, name=n.name, initial_cluster=cluster,
                                   token="raw", bump_revision=bump, mark_compacted=True))
+        restored = time.monotonic() - began
         n.start()
+        marks[n.name] = f"fetch {fetched[-1]:.1f}, restore {restored:.1f}"
 
     with ThreadPoolExecutor(len(nodes)) as pool:
         list(pool.map(one, nodes))
     for n in nodes:
         wait_until_serving(n.client_url, 300, lambda: None)
+        marks[n.name] += f", serving {time.monotonic() - began:.1f}"
+    for name, line in sorted(marks.items()):
+        print(f"  raw {name} done at: {line}", flush=True)
     return max(fetched), time.monotonic() - began
+
+
+def _journal(state: Path) -> list[dict[str, object]]:
+    path = max((state / "journal").glob("restore-*.json"), key=lambda p: p.stat().st_mtime)
+    steps: list[dict[str, object]] = json.loads(path.read_text())["steps"]
+    return steps
 
 
 def journal_steps(state: Path) -> dict[str, float]:
     """Seconds per step from a node's newest restore journal."""
-    path = max((state / "journal").glob("restore-*.json"), key=lambda p: p.stat().st_mtime)
-    return {s["name"]: float(s["seconds"] or 0.0) for s in json.loads(path.read_text())["steps"]}
+    return {str(s["name"]): float(s["seconds"] or 0.0) for s in _journal(state)}  # type: ignore[arg-type]
+
+
+def timeline(state: Path, began: float) -> str:
+    """When (seconds after the command started) a node's part began and finished its main steps."""
+    steps = {str(s["name"]): s for s in _journal(state)}
+    first = min(float(s["started_at"]) for s in steps.values() if s["started_at"])  # type: ignore[arg-type]
+    marks = [f"steps {first - began:.1f}"]
+    for name in ("fetch", "restore-snapshot", "fence", "start-etcd", "wait-healthy", "post-checks"):
+        end = steps.get(name, {}).get("finished_at")
+        if end:
+            marks.append(f"{name} {float(end) - began:.1f}")  # type: ignore[arg-type]
+    return ", ".join(marks)
 
 
 def guarded(configs: list[Path], nodes: list[CmdNode], env: dict[str, str], work: Path) -> tuple[float, float]:
     """``etcdguard restore``; returns (fetch seconds, total seconds)."""
-    exe = shutil.which("etcdguard") or "etcdguard"
-    began = time.monotonic()
+    # the installed console script itself (a version manager's shim in front of it would add its own start-up)
+    beside = Path(sys.executable).parent / "etcdguard"
+    exe = str(beside) if beside.exists() else shutil.which("etcdguard") or "etcdguard"
+    began, wall = time.monotonic(), time.time()
     if len(nodes) == 1:
-        subprocess.run([exe, "--config", str(configs[0]), "-q", "restore", "--yes", "--backup", "latest"],
-                       env=env, check=True)
+        subprocess.run([exe, "--config", str(configs[0]), "-q", "restore", "--yes", "--backup", "latest",
+                        "--single-member"], env=env, check=True)
     else:
         plan = work / "plan.json"
         subprocess.run([exe, "--config", str(configs[0]), "-q", "restore", "--plan-only", "--plan-file", str(plan),
                         "--backup", "latest"], env=env, check=True)
+        print(f"  plan written at {time.monotonic() - began:.1f}s", flush=True)
         procs = [subprocess.Popen([exe, "--config", str(c), "-q", "restore", "--plan-file", str(plan), "--member",
                                    n.name, "--yes"], env=env) for c, n in zip(configs, nodes, strict=True)]
         if any(p.wait() != 0 for p in procs):
@@ -135,10 +169,15 @@ def guarded(configs: list[Path], nodes: list[CmdNode], env: dict[str, str], work
     total = time.monotonic() - began
     steps = [journal_steps(n.base / "state") for n in nodes]
     print("  etcdguard steps (s): " + ", ".join(f"{k} {max(s[k] for s in steps):.2f}" for k in steps[0]), flush=True)
+    for n in nodes:  # when each part reached its main steps (seconds after the command started)
+        print(f"  {n.name} done at: {timeline(n.base / 'state', wall)}", flush=True)
     return max(s["fetch"] for s in steps), total
 
 
 def run(args: argparse.Namespace, base: Path) -> int:
+    # etcdguard as installed: pip compiles a package's bytecode when it installs it, while a source
+    # checkout run with PYTHONDONTWRITEBYTECODE would compile every module again at every start
+    compileall.compile_dir(REPO / "etcdguard", quiet=1)
     install = installation("3.5.16")
     if install is None:
         print("etcd 3.5.16 is not installed (scripts/install-test-deps.sh)")
@@ -150,14 +189,22 @@ def run(args: argparse.Namespace, base: Path) -> int:
         os.environ.update({"AWS_ACCESS_KEY_ID": weed.access_key, "AWS_SECRET_ACCESS_KEY": weed.secret_key,
                            "AWS_DEFAULT_REGION": "us-east-1"})
         store = open_store(S3StoreConfig(bucket=bucket, endpoint_url=weed.endpoint_url, addressing_style="path"))
-        print(f"building a {args.size_mb} MB etcd db ...", flush=True)
-        with etcd_cluster(base / "src", "3.5.16", extra_args=["--quota-backend-bytes", str(8 << 30)]) as src:
-            count = fill(src.endpoints[0], args.size_mb, args.value_kb, args.threads)
-            request = BackupRequest(etcd=EtcdConfig(endpoints=src.endpoints), cluster_name="bench",
+        # the cluster that is lost: three members on fixed ports, filled, backed up, then gone; each
+        # three-member round restores it on the same names and ports (the backup records them)
+        lost = make_nodes(base / "lost", install, 3)
+        print(f"building a {args.size_mb} MB etcd db on a three-member cluster ...", flush=True)
+        try:
+            start_all(lost)
+            count = fill(lost[0].client_url, args.size_mb, args.value_kb, args.threads)
+            request = BackupRequest(etcd=EtcdConfig(endpoints=[n.client_url for n in lost]), cluster_name="bench",
                                     recipients=parse_recipients([keys.recipient_text]),
                                     recipient_texts=[keys.recipient_text],
                                     signing_key=load_signing_key(keys.signing_key))
             manifest = take_backup(request, store).manifest
+        finally:
+            for n in lost:
+                n.kill()
+        shutil.rmtree(base / "lost", ignore_errors=True)
         print(f"  {count} keys, snapshot {manifest.snapshot.size / MB:.0f} MB, stored "
               f"{manifest.stored.size / MB:.0f} MB", flush=True)
         key = f"bench/{manifest.backup_id}/{manifest.stored.key}"
@@ -180,12 +227,20 @@ def run(args: argparse.Namespace, base: Path) -> int:
                             n.kill()
 
                 def run_guarded(work: Path = work, members: int = members) -> tuple[float, float]:
-                    nodes = make_nodes(work / "eg", install, members)
+                    nodes = make_nodes(work / "eg", install, 1) if members == 1 else [
+                        CmdNode(n.name, work / "eg" / n.name, install, n.client_port, n.peer_port, n.initial_cluster)
+                        for n in lost]
+                    for n in nodes:
+                        n.base.mkdir(parents=True, exist_ok=True)
                     configs = [write_config(n.base / "etcdguard.yaml", store=bucket, seaweed=weed, keys=keys,
                                             cluster="bench", state_dir=n.base / "state",
                                             etcd={"endpoints": [m.client_url for m in nodes]},
                                             restore={**n.restore_config(), "start_timeout": 600})
                                for n in nodes]
+                    for config in configs:  # one etcd installed, as on a node (not every test version)
+                        data = yaml.safe_load(config.read_text())
+                        data["verify"]["etcd_path"] = [str(install.etcd.parent)]
+                        config.write_text(yaml.safe_dump(data))
                     try:
                         return guarded(configs, nodes, env, work)
                     finally:

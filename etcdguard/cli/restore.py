@@ -7,11 +7,10 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
 from etcdguard.backup.catalog import Catalog
 from etcdguard.backup.keys import load_signing_key
@@ -29,6 +28,9 @@ from etcdguard.restore.job import JobParams, Services
 from etcdguard.restore.plan import RestorePlan, read_plan, write_plan
 from etcdguard.restore.recommend import Recommendation, RestorePath, human_age
 from etcdguard.steps import StepRecord, StepState, step_line
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 # Test-only: SIGKILL (crash-safety tests) or SIGSTOP (signal tests: the test then sends its signal
 # and SIGCONT) this process right after the named step is recorded done.
@@ -56,6 +58,15 @@ class _Printer:
     def fetch_start(self, total: int | None) -> None:
         if self.quiet or not stderr.is_terminal:
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
         self.bar = Progress(TextColumn("[bold]fetch"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                             TimeElapsedColumn(), console=stderr, transient=True)
         self.task = self.bar.add_task("fetch", total=total)

@@ -14,8 +14,6 @@ import ssl
 import threading
 import time
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from etcdguard.config import EtcdConfig
 from etcdguard.errors import ConfigError
 from etcdguard.etcd.client import Credentials, MemberClient, TLSFiles, parse_endpoint
@@ -64,6 +62,8 @@ def scrape_member_metrics(url: str, tls: TLSFiles, timeout: float) -> dict[str, 
                 raise OSError("metrics response too large or too slow")
     finally:
         sock.close()
+    from prometheus_client.parser import text_string_to_metric_families  # loads the whole client: only here
+
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(b"".join(chunks).decode("utf-8", "replace")):
         for sample in family.samples:

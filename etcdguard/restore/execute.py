@@ -1,9 +1,9 @@
 """The restore as journaled steps: each idempotent, with a done-check and an undo where it changes
 something. Old data and manifests are moved aside with a timestamp, never deleted.
 
-Order: fetch (checked) -> pre-flight -> snapshot restore into a new dir beside the old one (etcd's
-body checked against its trailer and encryption keys meanwhile) -> emergency snapshots -> stop kube-apiserver
--> stop etcd -> move the old data aside -> swap the restored dir in -> fencing -> start etcd ->
+Order: fetch (checked) -> pre-flight -> snapshot restore into a new dir beside the old one (encryption
+keys checked meanwhile, and a resumed run's staged body against etcd's trailer) -> emergency snapshots
+-> stop kube-apiserver -> stop etcd -> move the old data aside -> swap the restored dir in -> fencing -> start etcd ->
 remove the staged snapshot (while etcd starts) -> wait until healthy -> post-restore checks ->
 clean stale master leases -> start kube-apiserver. Nothing is changed before "stop
 kube-apiserver": a bad backup or a failed pre-flight check leaves the node as it was, and the
@@ -18,13 +18,14 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from etcdguard.backup.streams import trailer_matches
 from etcdguard.errors import AbortedError, EtcdGuardError, IntegrityError, TransientError
 from etcdguard.etcd.binaries import EtcdVersion
-from etcdguard.etcd.client import MemberClient
+from etcdguard.etcd.client import MemberClient, MemberInfo
 from etcdguard.etcd.datadir import wal_ids
 from etcdguard.etcd.tools import RestoreSpec, SnapshotTool, child_env, restore
 from etcdguard.restore import crictl
@@ -45,6 +46,24 @@ CHANGING_STEPS = ("stop-apiserver", "stop-etcd", "move-aside", "swap-in", "start
 def prefix_end(prefix: bytes) -> bytes:
     """The range end that covers every key starting with ``prefix``."""
     return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def hash_partners(own: str, plan_order: Sequence[str], listed: Sequence[MemberInfo]) -> list[tuple[str, str]]:
+    """(name, client URL) of the members whose HashKV a part compares: its own member and the next
+    one after it in the plan (wrapping around) that has a client URL. Each part comparing with its
+    successor, the parts together compare every member, at two HashKV computations per member
+    instead of one per part. Fewer than two listed members: none; its own not listed: all."""
+    urls = {m.name: m.client_urls[0] for m in listed if m.client_urls}
+    if len(listed) < 2:
+        return []
+    if own not in urls:
+        return list(urls.items())
+    ring = [n for n in plan_order if n in urls] + [n for n in urls if n not in plan_order]
+    if own not in ring:
+        ring.append(own)
+    at = ring.index(own)
+    successor = next((ring[(at + k) % len(ring)] for k in range(1, len(ring))), None)
+    return [(own, urls[own])] + ([(successor, urls[successor])] if successor else [])
 
 
 def _times(n: int) -> str:
@@ -100,7 +119,7 @@ class RestoreJob:
             Step("fetch", self.source.fetch, check=self.source.fetched, detail=f"fetch and check {source}"),
             Step("preflight", self.source.preflight, detail="disk, memory, quota, tool"),
             Step("restore-snapshot", self.restore_snapshot, check=self.prepared, undo=self.undo_prepare,
-                 detail="snapshot restore into a new dir; trailer and encryption keys meanwhile"),
+                 detail="snapshot restore into a new dir; encryption keys (and a resumed run's trailer) meanwhile"),
             Step("emergency-snapshot", self.source.emergency_snapshot, detail="snapshot answering members"),
             Step("stop-apiserver", self.stop_apiserver, undo=self.undo_stop_apiserver,
                  detail="kubeadm: manifest out of the manifests dir; port closed"),
@@ -113,7 +132,7 @@ class RestoreJob:
             Step("start-etcd", self.start_etcd, undo=self.undo_start_etcd, detail="start the restored member"),
             Step("clean-staging", self.clean_staging, detail="remove the decrypted snapshot while etcd starts"),
             Step("wait-healthy", self.wait_healthy, detail="leader elected, linearizable read"),
-            Step("post-checks", self.post_checks, detail="alarms, HashKV across members, revision"),
+            Step("post-checks", self.post_checks, detail="alarms, HashKV of this member and the next, revision"),
             Step("clean-masterleases", self.clean_masterleases, detail="stale /registry/masterleases/ entries"),
             Step("start-apiserver", self.start_apiserver, undo=self.undo_start_apiserver,
                  detail="and wait until it listens"),
@@ -214,9 +233,11 @@ class RestoreJob:
     def restore_snapshot(self, ctx: StepContext) -> str:
         """``snapshot restore`` into a new dir beside the data dir: the live member is not touched.
 
-        Beside it, on the other cores, the checks that read the snapshot: its body against etcd's
-        sha256 trailer (etcdutl's own hash check, done here so it overlaps the restore) and the
-        encryption key names. Either refusal removes the new dir: nothing was changed.
+        Beside it, on the other cores, the checks that read the snapshot: the encryption key names,
+        and, for a snapshot an earlier process staged (a resumed run), its body against etcd's sha256
+        trailer (etcdutl's own hash check, done here so it overlaps the restore). A snapshot this
+        process fetched needs no second pass: the fetch proved every byte. Either refusal removes
+        the new dir: nothing was changed.
         """
         self.discard_new()  # our own partial output from an interrupted attempt
         self.source.ensure_staged(ctx)
@@ -225,8 +246,9 @@ class RestoreJob:
                            initial_cluster=parse_initial_cluster(self.plan.initial_cluster),
                            token=self.plan.token, wal_dir=self.new_wal, skip_hash_check=True,
                            bump_revision=bump, mark_compacted=bump is not None)
+        proven = self.source.staged_here
         with ThreadPoolExecutor(2) as pool:
-            body = pool.submit(trailer_matches, self.p.snapshot_path)
+            body = None if proven else pool.submit(trailer_matches, self.p.snapshot_path)
             scan = pool.submit(self.source.encryption_check)
             try:
                 restore(self.tool, spec, timeout=max(600.0, self.p.start_timeout))
@@ -234,7 +256,7 @@ class RestoreJob:
                 self.discard_new()
                 raise
             finally:
-                intact, encryption = body.result(), scan.result()
+                intact, encryption = body.result() if body else True, scan.result()
         if not intact:
             self.discard_new()
             raise IntegrityError(f"the staged snapshot {self.p.snapshot_path} does not match etcd's sha256 "
@@ -249,8 +271,9 @@ class RestoreJob:
             self._own(self.new_wal)
         bumped = f", revisions bumped by {bump:,} (marked compacted)" if bump else ", revisions kept"
         forced = "FORCED past " if not encryption.ok else ""
-        return (f"{self.new_data} as member {self.member.name} ({self.expected_member_id:x}), body matches "
-                f"etcd's trailer{bumped}; {forced}{encryption.name}: {encryption.detail}")
+        how = "proven by this run's fetch" if proven else "matches etcd's trailer"
+        return (f"{self.new_data} as member {self.member.name} ({self.expected_member_id:x}), body {how}"
+                f"{bumped}; {forced}{encryption.name}: {encryption.detail}")
 
     def discard_new(self) -> list[str]:
         """Remove the restored dirs that were never swapped in (etcdguard's own output, not data)."""
@@ -403,7 +426,7 @@ class RestoreJob:
                 return c.hash_kv(rev).hash
             return None
 
-        asked = [(m.name, m.client_urls[0]) for m in members if m.client_urls] if len(members) > 1 else []
+        asked = hash_partners(self.member.name, [m.name for m in self.plan.members], members)
         with ThreadPoolExecutor(max(1, len(asked))) as pool:  # one member: nothing to compare
             answers = list(pool.map(hash_of, [url for _, url in asked]))
         hashes = {name: h for (name, _), h in zip(asked, answers, strict=True) if h is not None}
@@ -415,7 +438,7 @@ class RestoreJob:
             raise IntegrityError(f"revision {rev:,} is below the bumped revision "
                                  f"{source_rev + self.plan.bump_revision:,}")
         ctx.save(revision=rev, hashes={k: f"{v:x}" for k, v in hashes.items()}, members=len(members))
-        agree = f"HashKV agrees on {len(hashes)}" if hashes else "one member, no HashKV to compare"
+        agree = f"HashKV agrees on {', '.join(hashes)}" if hashes else "one member, no HashKV to compare"
         notes.append(f"{len(members)} member(s), revision {rev:,}, {agree}")
         return "; ".join(notes)
 

@@ -4,11 +4,14 @@ Before a restored member starts, every old member's client and peer ports and ev
 kube-apiserver must be down. A port that is open is accepted only when what answers there is a
 member of the restored cluster itself (its cluster id is the one the plan derived from the new
 token): a peer port tells its cluster id in the ``X-Etcd-Cluster-ID`` header of ``/members``, a
-client port in the Status header.
+client port in the Status header. A client port no known member owns (a configured endpoint) that
+does not begin to serve within :data:`TALK_TIMEOUT` counts as silent: a restored member waiting for
+quorum, passed only while nothing else old answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
@@ -26,6 +29,12 @@ from etcdguard.restore.plan import OldMember
 # a restored member runs etcd's initial corruption check (kubeadm turns it on) before it serves its peer
 # port: up to 7s for each other member that does not answer yet
 SILENT_GRACE = 20.0
+# a client port of no known member (a configured endpoint): a serving etcd answers a TLS handshake or
+# an HTTP/2 preface within milliseconds, while a restored member that loads its db or waits for
+# quorum has not begun to serve it (the kernel accepts the connection, nobody reads it)
+TALK_TIMEOUT = 0.3
+# the client connection preface of HTTP/2 and an empty SETTINGS frame: a gRPC server answers with its own
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -73,6 +82,29 @@ def peer_cluster_id(peer_url: str, tls: TLSFiles | None, timeout: float = 2.0) -
     except (OSError, ssl.SSLError, http.client.HTTPException):
         return None
     return value.lower() if value else None
+
+
+def server_talks(url: str, timeout: float = TALK_TIMEOUT) -> bool:
+    """True when a process serves ``url``'s port: it takes part in a TLS handshake (even one that
+    fails) or answers (or closes) an HTTP/2 preface within ``timeout``. False for a closed port
+    and for one that accepts connections nobody reads."""
+    host, port = url_port(url)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if urlsplit(url).scheme == "https":
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE  # only whether it talks: nothing is sent or believed
+                with contextlib.suppress(ssl.SSLError):  # an alert is an answer too
+                    ctx.wrap_socket(sock, server_hostname=host).close()
+                return True
+            sock.sendall(_H2_PREFACE)
+            sock.recv(1)  # its SETTINGS frame, or b"" when it closed the connection: either way it serves
+            return True
+    except (TimeoutError, ConnectionRefusedError):
+        return False
+    except OSError:
+        return True  # reset by the peer: something read the connection and dropped it
 
 
 def client_cluster_id(client_url: str, tls: TLSFiles | None, timeout: float = 2.0) -> str | None:
@@ -151,6 +183,11 @@ def check_fence(targets: Iterable[FenceTarget], new_cluster_id: str, *, peer_tls
     peer_members = {t.member for t in ordered if t.kind == "peer"}
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(ordered)))) as pool:
         is_open = dict(zip(ordered, pool.map(lambda t: port_open(*url_port(t.url)), ordered), strict=True))
+        # client ports of no known member are asked at once, beside the peer probes: one that does not
+        # talk within TALK_TIMEOUT is silent; one that does must tell its cluster id
+        unknown = {t: pool.submit(lambda url: client_cluster_id(url, client_tls) if server_talks(url) else None,
+                                  t.url)
+                   for t in ordered if t.kind == "client" and is_open[t] and t.member not in peer_members}
         peers = [t for t in ordered if t.kind == "peer" and is_open[t]]
         answers = dict(zip(peers, pool.map(lambda t: peer_answer(t.url, peer_tls, silent_grace), peers),
                            strict=True))
@@ -163,9 +200,11 @@ def check_fence(targets: Iterable[FenceTarget], new_cluster_id: str, *, peer_tls
         peer_ids = {t: answered for t, (_, answered) in answers.items()}
         peers = [t for t in ordered if t.kind == "peer" and is_open[t]]
         restored = {t.member for t in peers if peer_ids.get(t) == new_cluster_id}
-        clients = [t for t in ordered if t.kind == "client" and is_open[t] and t.member not in restored]
+        clients = [t for t in ordered if t.kind == "client" and is_open[t] and t.member not in restored
+                   and t not in unknown]
         client_ids = dict(zip(clients, pool.map(lambda t: client_cluster_id(t.url, client_tls), clients),
                               strict=True))
+        client_ids.update({t: future.result() for t, future in unknown.items()})
     alive: list[str] = []
     for t in ordered:
         if not is_open[t] or (t.kind == "peer" and peer_ids.get(t) == new_cluster_id):

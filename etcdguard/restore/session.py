@@ -217,13 +217,20 @@ def decide(diag: Diagnosis, backup: BackupRef | None, choice: Choice) -> Recomme
                      multi_member_plan=choice.multi_member, prefer_backup=choice.backup is not None)
 
 
-def _old_members(diag: Diagnosis) -> list[OldMember]:
+def _old_members(diag: Diagnosis, manifest: Manifest | None) -> list[OldMember]:
+    """Every member of the old cluster that is known: from the probe, the local member's initial
+    cluster and the backup's recorded members (which also name the configured endpoints' owners)."""
     a = diag.assessment
     out: dict[str, OldMember] = {}
     if a.health is not None and a.health.discovered:
         for m in a.health.members:
             out[m.display_name] = OldMember(name=m.display_name, member_id=m.id_hex, peer_urls=list(m.peer_urls),
                                             client_urls=list(m.client_urls))
+    for r in manifest.members or () if manifest is not None else ():
+        probed = out.get(r.name)
+        out[r.name] = OldMember(name=r.name, member_id=probed.member_id if probed else "",
+                                peer_urls=sorted({*r.peer_urls, *(probed.peer_urls if probed else [])}),
+                                client_urls=sorted({*r.client_urls, *(probed.client_urls if probed else [])}))
     local = a.local
     if local is not None:
         for name, urls in parse_initial_cluster(local.initial_cluster or "").items():
@@ -308,7 +315,7 @@ def build(diag: Diagnosis, rec: Recommendation, manifest: Manifest | None, choic
         f"{a.local_data.cluster_id:x}" if a.local_data and a.local_data.cluster_id else "unknown")
     return build_plan(cluster_name=a.cluster_name, old_cluster_id=cluster_id, path=rec.path.value,
                       source=source, members=_plan_members(diag, rec.single_member, manifest), bump_revision=bump,
-                      kubernetes=kubernetes, old_members=_old_members(diag),
+                      kubernetes=kubernetes, old_members=_old_members(diag, manifest),
                       apiserver_endpoints=apiserver_endpoints)
 
 

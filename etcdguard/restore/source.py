@@ -3,8 +3,9 @@ surviving member's data), the pre-flight checks, and emergency snapshots of answ
 
 A bad backup or a failed check stops the restore here, while the node is still as it was. A
 fetched backup is staged as ``age -d | zstd -d`` would write it (see
-:func:`etcdguard.backup.recover.recover_snapshot`): its body is checked against etcd's trailer
-beside ``snapshot restore``, also before anything is changed.
+:func:`etcdguard.backup.recover.recover_snapshot`); the signed stored sha256 and age's
+authenticated decryption prove every byte. A staged snapshot an earlier, interrupted process left
+is checked against etcd's trailer beside ``snapshot restore``, also before anything is changed.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class SourceSteps:
         self.local = local
         self.client_tls = client_tls
         self.fence_others = fence_others
+        # True once this process staged the snapshot itself: its bytes are proven by the fetch (signed
+        # stored sha256, authenticated decryption) or by the survivor stream's trailer check. A staged
+        # file left by an earlier, interrupted process is checked against etcd's trailer again.
+        self.staged_here = False
 
     def ensure_staged(self, ctx: StepContext) -> None:
         """Fetch the snapshot again when a stopped run removed it (it takes its decrypted copy
@@ -78,10 +83,12 @@ class SourceSteps:
             counts = got.manifest.key_counts
             ctx.save(size=got.size, sha256=got.sha256, revision=got.manifest.hashkv.revision,
                      keys=counts.total if counts is not None else None)
+            self.staged_here = True
             return f"{got.size:,} bytes, signature, stored sha256 and etcd trailer checked"
         if src.survivor_endpoint:
             size = self._snapshot_member(src.survivor_endpoint, dest)
             ctx.save(size=size)
+            self.staged_here = True
             return f"snapshot of {src.survivor} ({size:,} bytes, trailer checked)"
         if not src.survivor_db:
             raise AbortedError("the plan names no survivor endpoint or db file")
@@ -92,6 +99,7 @@ class SourceSteps:
                                    "be copied while it runs")
         size = self._replay_offline(db.parent.parent.parent, dest)
         ctx.save(size=size, offline=True)
+        self.staged_here = True
         return f"snapshot of the stopped member's data ({size:,} bytes, its WAL replayed in an isolated copy)"
 
     def _replay_offline(self, data_dir: Path, dest: Path) -> int:

@@ -7,56 +7,35 @@ the :class:`Sandbox` port with :class:`DockerSandbox` and :class:`ProcessSandbox
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from etcdguard.backup.keys import VerifyKey, load_identities, load_signing_key
-from etcdguard.config import Settings, VerifyConfig
-from etcdguard.steps import default_journal_dir
-from etcdguard.verify.docker import DockerSandbox
-from etcdguard.verify.process import ProcessSandbox
-from etcdguard.verify.sandbox import RunningEtcd, Sandbox, SandboxRestoreError, SnapshotStatus
-from etcdguard.verify.verifier import VerificationReport, Verifier, VerifyOptions
+if TYPE_CHECKING:
+    from etcdguard.verify.docker import DockerSandbox as DockerSandbox
+    from etcdguard.verify.factory import options_from_settings as options_from_settings
+    from etcdguard.verify.factory import sandbox_factory as sandbox_factory
+    from etcdguard.verify.process import ProcessSandbox as ProcessSandbox
+    from etcdguard.verify.sandbox import RunningEtcd as RunningEtcd
+    from etcdguard.verify.sandbox import Sandbox as Sandbox
+    from etcdguard.verify.sandbox import SandboxRestoreError as SandboxRestoreError
+    from etcdguard.verify.sandbox import SnapshotStatus as SnapshotStatus
+    from etcdguard.verify.verifier import VerificationReport as VerificationReport
+    from etcdguard.verify.verifier import Verifier as Verifier
+    from etcdguard.verify.verifier import VerifyOptions as VerifyOptions
 
-__all__ = [
-    "DockerSandbox",
-    "ProcessSandbox",
-    "RunningEtcd",
-    "Sandbox",
-    "SandboxRestoreError",
-    "SnapshotStatus",
-    "VerificationReport",
-    "Verifier",
-    "VerifyOptions",
-    "options_from_settings",
-    "sandbox_factory",
-]
+# imported on first use: a command that needs one submodule (restore picks its etcdutl through
+# hosttools) does not load Docker, PKI and the verifier
+_WHERE = {
+    "DockerSandbox": "docker", "ProcessSandbox": "process", "RunningEtcd": "sandbox", "Sandbox": "sandbox",
+    "SandboxRestoreError": "sandbox", "SnapshotStatus": "sandbox", "VerificationReport": "verifier",
+    "Verifier": "verifier", "VerifyOptions": "verifier", "options_from_settings": "factory",
+    "sandbox_factory": "factory",
+}
 
-
-def options_from_settings(settings: Settings, trusted_keys: list[VerifyKey] | None) -> VerifyOptions:
-    """VerifyOptions from configuration: identity, signing key and policy (``trusted_keys`` as given)."""
-    identity, key_file = settings.encryption.identity_file, settings.signing.key_file
-    return VerifyOptions(identities=load_identities(identity) if identity else [],
-                         trusted_keys=trusted_keys,
-                         signing_key=load_signing_key(key_file) if key_file else None,
-                         allow_unsigned=settings.signing.allow_unsigned,
-                         accept_inconclusive_hash=settings.verify.accept_inconclusive_hash,
-                         workdir=settings.verify.workdir, journal_dir=default_journal_dir())
+__all__ = sorted(_WHERE)
 
 
-def sandbox_factory(config: VerifyConfig, kind: str | None = None) -> Callable[[str], Sandbox]:
-    """A ``backup_id -> Sandbox`` factory for ``kind`` (default ``config.sandbox``)."""
-    chosen = kind or config.sandbox
-
-    def make(backup_id: str) -> Sandbox:
-        if chosen == "process":
-            return ProcessSandbox(start_timeout=config.start_timeout, etcd_path=config.etcd_path,
-                                  workdir=config.workdir)
-        return DockerSandbox(backup_id=backup_id, image=config.image, memory_limit=config.memory_limit,
-                             start_timeout=config.start_timeout, pull=config.pull,
-                             pull_timeout=config.pull_timeout, stale_after=config.stale_sandbox_seconds,
-                             etcd_path=config.etcd_path, data_mode=config.docker_data_mode,
-                             workdir=config.workdir)
-
-    if chosen not in ("docker", "process"):
-        raise ValueError(f"unknown sandbox {chosen!r}: use docker or process")
-    return make
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -154,3 +154,43 @@ def test_an_empty_fresh_cluster_is_restored_without_force_a_non_empty_one_is_ref
     assert recommend(fresh, backup=None).path is RestorePath.NONE
     one_empty = _assessment([_member("a", True, 1, 1), _member("b", True, 800, 1), _member("c", False)], 500, 800)
     assert recommend(one_empty, backup=one_empty.newest_backup).path is RestorePath.NONE
+
+
+def test_old_members_include_the_backups_recorded_members_and_name_configured_endpoints() -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from etcdguard.backup.manifest import ClusterMember, Manifest
+    from etcdguard.config import EtcdConfig
+    from etcdguard.restore.session import Diagnosis, _old_members
+
+    down = _assessment([_member("m0", False), _member("m1", False)], 5, 10)
+    endpoints = ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.9:2379"]
+    diag = Diagnosis(down, "command", Path("/nonexistent"), EtcdConfig(endpoints=endpoints), None)
+    recorded = cast(Manifest, SimpleNamespace(members=[
+        ClusterMember(name="m0", peer_urls=["http://10.0.0.1:2380"], client_urls=["http://10.0.0.1:2379"]),
+        ClusterMember(name="m1", peer_urls=["http://10.0.0.2:2380"], client_urls=["http://10.0.0.2:2379"])]))
+    old = {m.name: (m.peer_urls, m.client_urls) for m in _old_members(diag, recorded)}
+    assert old == {"m0": (["http://10.0.0.1:2380"], ["http://10.0.0.1:2379"]),
+                   "m1": (["http://10.0.0.2:2380"], ["http://10.0.0.2:2379"]),
+                   "(configured endpoints)": ([], ["http://10.0.0.9:2379"])}
+    unnamed = next(m for m in _old_members(diag, None) if m.name == "(configured endpoints)")
+    assert unnamed.client_urls == endpoints  # without the recorded members, none is known
+
+
+def test_each_part_compares_hashkv_with_the_next_member_in_the_plan() -> None:
+    from etcdguard.etcd.client import MemberInfo
+    from etcdguard.restore.execute import hash_partners
+
+    def member(name: str, published: bool = True) -> MemberInfo:
+        return MemberInfo(hash(name) & 0xFFFF, name, (f"http://{name}:2380",),
+                          (f"http://{name}:2379",) if published else (), False)
+
+    three = [member("m2"), member("m0"), member("m1")]
+    order = ["m0", "m1", "m2"]
+    pairs = {own: [n for n, _ in hash_partners(own, order, three)] for own in order}
+    assert pairs == {"m0": ["m0", "m1"], "m1": ["m1", "m2"], "m2": ["m2", "m0"]}  # the ring covers every member
+    # the next member has not published its client URLs yet: the one after it
+    assert [n for n, _ in hash_partners("m0", order, [member("m0"), member("m1", False), member("m2")])] == ["m0", "m2"]
+    assert hash_partners("m0", order, [member("m0")]) == []  # one member: nothing to compare
+    assert [n for n, _ in hash_partners("m9", order, three)] == ["m2", "m0", "m1"]  # own not listed: all

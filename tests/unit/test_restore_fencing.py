@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from etcdguard.etcd.tools import free_port
-from etcdguard.restore.fencing import FenceTarget, check_fence, fence_targets
+from etcdguard.restore.fencing import FenceTarget, check_fence, fence_targets, server_talks
 from etcdguard.restore.plan import OldMember
 
 NEW_ID = "c0ffee"
@@ -101,3 +101,20 @@ def test_fence_targets_name_every_old_port_but_those_left_out() -> None:
     mine = {("10.0.0.1", 2380), ("10.0.0.1", 2379), ("10.0.0.1", 6443)}
     assert [t.url for t in fence_targets(old, apis, leave_out=mine)] == ["https://10.0.0.2:2380",
                                                                           "https://10.0.0.2:6443"]
+
+
+def test_a_silent_client_port_of_no_known_member_passes_an_old_one_answering_does_not() -> None:
+    """A restored member waiting for quorum accepts connections on its client port and says
+    nothing: a configured endpoint that no known member owns then passes, asked only briefly."""
+    import socket
+
+    with socket.socket() as listener, _peer(silent=0, cluster_id="0dd") as old_peer:
+        listener.bind(("127.0.0.1", free_port()))
+        listener.listen(8)  # never accepted: the kernel completes the handshake, nobody answers
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        silent = FenceTarget("old member (configured endpoints) client URL", url, "client", "(configured endpoints)")
+        assert check_fence([silent], NEW_ID).ok
+        assert not server_talks(url) and server_talks(_target(old_peer).url)
+        # with an old member's peer port answering, the same silent port is not given the benefit of the doubt
+        result = check_fence([silent, _target(old_peer)], NEW_ID, silent_grace=30)
+        assert not result.ok and len(result.alive) == 2
