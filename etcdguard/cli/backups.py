@@ -5,18 +5,9 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from etcdguard.backup.catalog import BackupEntry, safe_entries
@@ -35,8 +26,11 @@ from etcdguard.cli.common import (
     stderr,
     stdout,
 )
-from etcdguard.cli.render import clean, human_age, human_bytes, when
+from etcdguard.cli.render import clean, human_age, human_bytes, transfer_bar, when
 from etcdguard.errors import AbortedError, UsageError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 backups_app = typer.Typer(help="List, inspect, download and delete backups.", no_args_is_help=True,
                           epilog=exit_codes_epilog())
@@ -170,8 +164,7 @@ class _DownloadProgress:
     def __init__(self, enabled: bool) -> None:
         self.bar: Progress | None = None
         if enabled and stderr.is_terminal:
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), TimeRemainingColumn(), console=stderr, transient=True)
+            self.bar = transfer_bar(stderr, remaining=True)
         self.task: TaskID | None = None
 
     def start(self, manifest: Manifest) -> None:

@@ -8,11 +8,34 @@ reasons, error messages) goes through :func:`clean` (for markup strings) or :fun
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from etcdguard.monitor.checks import format_bytes as human_bytes
 from etcdguard.text import clean, plain
 
-__all__ = ["clean", "human_age", "human_bytes", "plain", "when"]
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+__all__ = ["clean", "human_age", "human_bytes", "plain", "transfer_bar", "when"]
+
+
+def transfer_bar(console: Console, *, remaining: bool = False) -> Progress:
+    """A transient bar for a byte transfer: description, bar, bytes, MB/s, and the time elapsed (or,
+    with ``remaining``, the time left). rich.progress is imported only when a bar is shown."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    clock = TimeRemainingColumn() if remaining else TimeElapsedColumn()
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    clock, console=console, transient=True)
 
 
 def human_age(moment: datetime | None, now: datetime | None = None) -> str:

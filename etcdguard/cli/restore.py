@@ -16,6 +16,7 @@ from etcdguard.backup.catalog import Catalog
 from etcdguard.backup.keys import load_signing_key
 from etcdguard.cli import options as opt
 from etcdguard.cli.common import OutputFormat, exit_codes_epilog, handle_errors, print_json, settings, state, stderr
+from etcdguard.cli.render import transfer_bar
 from etcdguard.config import Settings
 from etcdguard.errors import AbortedError, ConfigError
 from etcdguard.etcd.cluster import probe_cluster
@@ -58,17 +59,7 @@ class _Printer:
     def fetch_start(self, total: int | None) -> None:
         if self.quiet or not stderr.is_terminal:
             return
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TransferSpeedColumn,
-        )
-
-        self.bar = Progress(TextColumn("[bold]fetch"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                            TimeElapsedColumn(), console=stderr, transient=True)
+        self.bar = transfer_bar(stderr)
         self.task = self.bar.add_task("fetch", total=total)
         self.bar.start()
 

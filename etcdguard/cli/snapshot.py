@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 
 from etcdguard import interrupts
 from etcdguard.backup.pipeline import BackupResult, request_from_settings, take_backup
@@ -31,9 +23,12 @@ from etcdguard.cli.common import (
     stdout,
 )
 from etcdguard.cli.kit import kit_after_snapshot
-from etcdguard.cli.render import clean, human_bytes
+from etcdguard.cli.render import clean, human_bytes, transfer_bar
 from etcdguard.etcd.connect import SourceCandidate
 from etcdguard.steps import StepRecord, StepState
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 class _RichProgress(PipelineProgress):
@@ -44,8 +39,7 @@ class _RichProgress(PipelineProgress):
         self.bar: Progress | None = None
         self.task: Any = None
         if not quiet and stderr.is_terminal:
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), TimeElapsedColumn(), console=stderr, transient=True)
+            self.bar = transfer_bar(stderr)
 
     def step(self, status: StepRecord) -> None:
         if self.quiet:
