@@ -13,9 +13,10 @@ written as ``age -d | zstd -d`` would: no plain hash and no fsync, zstd's small 
 written from the decoding thread while they are still in the CPU cache. That is as safe: the
 signed stored sha256 pins every byte age decrypts (its ChaCha20-Poly1305 chunks are
 authenticated) and zstd inflates; the trailer, which the backup checked against etcd's body
-hash when it was taken, must equal the signed one; and the restore checks the body against
-that trailer again (beside ``snapshot restore``, before anything is changed). That mode
-decrypts with :mod:`etcdguard.backup.agefile` (about four times pyrage's speed).
+hash when it was taken, must equal the signed one. A staging file that outlives the process
+that wrote it is checked against that trailer before it is used (the restore does it beside
+``snapshot restore``, before anything is changed). That mode decrypts with
+:mod:`etcdguard.backup.agefile` (about four times pyrage's speed).
 """
 
 from __future__ import annotations
@@ -335,9 +336,9 @@ def recover_snapshot(
 
     ``prefix`` is the backup's key prefix in ``store``. Raises IntegrityError (nothing written)
     when the stored object, the decryption or the plain snapshot does not check out.
-    ``for_etcdutl``: a staging file for ``etcdutl snapshot restore``, whose caller must check the
-    body against the trailer (``streams.trailer_matches``): it is not hashed here, and the file
-    is not fsynced (module docstring).
+    ``for_etcdutl``: a staging file for ``etcdutl snapshot restore``: its body is not hashed
+    here and it is not fsynced; once it outlives this process, check it against the trailer
+    (``streams.trailer_matches``) before use (module docstring).
     """
     stored = manifest.stored
     encrypted = stored.encryption != "none"
