@@ -15,8 +15,9 @@ signed stored sha256 pins every byte age decrypts (its ChaCha20-Poly1305 chunks 
 authenticated) and zstd inflates; the trailer, which the backup checked against etcd's body
 hash when it was taken, must equal the signed one. A staging file that outlives the process
 that wrote it is checked against that trailer before it is used (the restore does it beside
-``snapshot restore``, before anything is changed). That mode decrypts with
-:mod:`etcdguard.backup.agefile` (about four times pyrage's speed).
+``snapshot restore``, before anything is changed).
+
+Decryption is :mod:`etcdguard.backup.agefile` in both modes (about four times pyrage's speed).
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ class _DirectSink:
             while view:
                 view = view[os.write(self._fd, view):]
         except OSError as exc:
-            self.write_failure = exc  # kept: pyrage reports what its callback raised as its own error
+            self.write_failure = exc  # kept: the decoder may report it as an error of its own
             raise
         self.tail = (self.tail + bytes(data[-TRAILER_BYTES:]))[-TRAILER_BYTES:]
         self.size += n
@@ -367,10 +368,8 @@ def recover_snapshot(
     ok = False
     try:
         try:
-            if isinstance(sink, _DirectSink):
-                _decode_direct(download.output, sink, identities if encrypted else None)
-            else:
-                _decode(download.output, sink, identities if encrypted else None)
+            _decode(download.output, sink, identities if encrypted else None,
+                    DIRECT_BLOCK if for_etcdutl else READ_SIZE)
             download.finish()
         except BaseException as exc:
             _explain(exc, manifest, download, sink)
@@ -400,27 +399,12 @@ def recover_snapshot(
             tmp.unlink(missing_ok=True)
 
 
-def _decode(source: io.RawIOBase, sink: _PlainSink, identities: list[pyrage.x25519.Identity] | None) -> None:
-    """age-decrypt (unless ``identities`` is None) and zstd-decompress ``source`` into ``sink``."""
+def _decode(source: io.RawIOBase, sink: _PlainSink | _DirectSink, identities: list[pyrage.x25519.Identity] | None,
+            block: int) -> None:
+    """age-decrypt ``source`` (with :class:`~etcdguard.backup.agefile.AgeReader`, unless
+    ``identities`` is None) and zstd-decompress it into ``sink`` in output blocks of ``block`` bytes."""
     decompressor: Any = zstandard.ZstdDecompressor().stream_writer(
-        cast(BinaryIO, sink), write_size=READ_SIZE, closefd=False)
-    # age hands out 8 KiB writes: batch them so zstd works (and releases the GIL) on whole blocks
-    batched = io.BufferedWriter(cast(io.RawIOBase, decompressor), buffer_size=READ_SIZE)
-    if identities is not None:
-        pyrage.decrypt_io(source, batched, identities)
-    else:
-        while chunk := source.read(READ_SIZE):
-            batched.write(chunk)
-    batched.flush()
-    decompressor.flush()
-
-
-def _decode_direct(source: io.RawIOBase, sink: _DirectSink,
-                   identities: list[pyrage.x25519.Identity] | None) -> None:
-    """:func:`_decode` with :class:`~etcdguard.backup.agefile.AgeReader` for the decryption,
-    writing zstd's output in cache-sized blocks."""
-    decompressor: Any = zstandard.ZstdDecompressor().stream_writer(
-        cast(BinaryIO, sink), write_size=DIRECT_BLOCK, closefd=False)
+        cast(BinaryIO, sink), write_size=block, closefd=False)
     if identities is not None:
         reader = AgeReader(source, [str(i) for i in identities])
         while chunk := reader.read_chunk():
@@ -437,13 +421,13 @@ def _explain(exc: BaseException, manifest: Manifest, download: _Download, sink: 
     stored = manifest.stored
     if isinstance(exc, IntegrityError | KeyboardInterrupt):
         return
-    interrupts.raise_if_requested()  # a stop that pyrage reported as a decryption error
+    interrupts.raise_if_requested()  # a stop that a decoder reported as an error of its own
     for error in (sink.error, download.reader.error, sink.write_failure, download.error):
         if error is not None and not isinstance(error, PipeClosedError):
             raise error from None
     if isinstance(exc, zstandard.ZstdError):
         raise IntegrityError(f"{what}: compressed data is corrupt") from None
-    if isinstance(exc, pyrage.DecryptError | AgeError | OSError | PipeClosedError):
+    if isinstance(exc, AgeError | OSError | PipeClosedError):
         download.finish()  # hash the rest: damaged object, or wrong identity?
         reader = download.reader
         if reader.size != stored.size or reader.sha256 != stored.sha256:

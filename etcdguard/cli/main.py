@@ -9,6 +9,7 @@ import sys
 
 # gRPC's C core logs TLS handshake failures to stderr itself; etcdguard reports them in one line.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 from pathlib import Path
 from typing import Annotated, NoReturn
 

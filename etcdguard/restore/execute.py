@@ -59,8 +59,6 @@ def hash_partners(own: str, plan_order: Sequence[str], listed: Sequence[MemberIn
     if own not in urls:
         return list(urls.items())
     ring = [n for n in plan_order if n in urls] + [n for n in urls if n not in plan_order]
-    if own not in ring:
-        ring.append(own)
     at = ring.index(own)
     successor = next((ring[(at + k) % len(ring)] for k in range(1, len(ring))), None)
     return [(own, urls[own])] + ([(successor, urls[successor])] if successor else [])
